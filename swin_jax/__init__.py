@@ -1,0 +1,36 @@
+"""swin-jax: Swin Transformer and ViT in JAX/Flax, numerically identical to the PyTorch models.
+
+    import swin_jax
+    model = swin_jax.create_model("swin_tiny_patch4_window7_224", num_classes=10)
+    params = swin_jax.init_params(model)
+    logits = model.apply({"params": params}, images_nhwc)
+
+Submodules load lazily: `import swin_jax.configs` needs neither jax nor torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from swin_jax.configs import get_config, list_models
+
+__version__ = "0.1.0"
+
+# public name -> submodule that defines it (imported on first use)
+_LAZY = {
+    "create_model": "swin_jax.models",
+    "init_params": "swin_jax.models",
+    "param_shapes": "swin_jax.models",
+    "from_torch": "swin_jax.convert",
+    "to_torch": "swin_jax.convert",
+    "CheckpointMismatchError": "swin_jax.convert",
+    "check_parity": "swin_jax.parity",
+}
+
+__all__ = ["get_config", "list_models", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'swin_jax' has no attribute {name!r}")

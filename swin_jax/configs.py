@@ -1,0 +1,148 @@
+"""Named model configs, kept once as plain data.
+
+This module imports neither jax nor torch: `swin_jax` (Flax) and `swin_torch_ref` (PyTorch) both
+build their models from the configs here, and so does the stage/window geometry that decides
+where Swin shifts and pads. Names and defaults follow timm's.
+"""
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+from dataclasses import dataclass
+from typing import Any, Union
+
+IntPair = tuple[int, int]
+
+
+def to_pair(value: Union[int, tuple[int, int], list[int]]) -> IntPair:
+    """`7` -> `(7, 7)`; a pair is returned as a tuple of two ints."""
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2:
+            raise ValueError(f"expected an int or a pair (h, w), got {value!r}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Swin Transformer V1 hyper-parameters (timm's `SwinTransformer` arguments).
+
+    `img_size` is fixed at build time, as in timm with `strict_img_size=True`: it decides each
+    block's window, shift and attention mask. `num_classes=0` gives pooled features.
+    """
+
+    img_size: IntPair = (224, 224)
+    patch_size: int = 4
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: IntPair = (7, 7)
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    drop_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.1
+
+    family = "swin"
+    layer_norm_eps = 1e-5
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "img_size", to_pair(self.img_size))
+        object.__setattr__(self, "window_size", to_pair(self.window_size))
+        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
+        object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        if len(self.depths) != len(self.num_heads):
+            raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} differ in length")
+        for i, heads in enumerate(self.num_heads):
+            if self.stage_dims[i] % heads:
+                raise ValueError(f"stage {i} width {self.stage_dims[i]} is not divisible by {heads} heads")
+        grid = self.patch_grid
+        if min(grid) < 1:
+            raise ValueError(f"img_size {self.img_size} is smaller than one {self.patch_size}px patch")
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def stage_dims(self) -> tuple[int, ...]:
+        return tuple(self.embed_dim * 2**i for i in range(len(self.depths)))
+
+    @property
+    def num_features(self) -> int:
+        return self.stage_dims[-1]
+
+    @property
+    def patch_grid(self) -> IntPair:
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    def stage_resolution(self, stage: int) -> IntPair:
+        """Feature-map size inside `stage`: each patch merging pads odd sizes, so sizes round up."""
+        h, w = self.patch_grid
+        for _ in range(stage):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        return h, w
+
+    def block_window_shift(self, stage: int, block: int) -> tuple[IntPair, IntPair]:
+        """Window and shift of one block, per axis, as timm computes them.
+
+        Odd blocks shift by half a window. Where the feature map is no larger than the window
+        along an axis, the window shrinks to the map and that axis is not shifted.
+        """
+        resolution = self.stage_resolution(stage)
+        target_shift = (0, 0) if block % 2 == 0 else tuple(w // 2 for w in self.window_size)
+        window = tuple(r if r <= w else w for r, w in zip(resolution, self.window_size))
+        shift = tuple(0 if r <= w else s for r, w, s in zip(resolution, window, target_shift))
+        return window, shift  # type: ignore[return-value]
+
+    def drop_path_rates(self) -> list[list[float]]:
+        """Stochastic-depth rate of every block, linear from 0 over all blocks, split per stage."""
+        total = sum(self.depths)
+        rates = [self.drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
+        out, start = [], 0
+        for depth in self.depths:
+            out.append(rates[start:start + depth])
+            start += depth
+        return out
+
+
+def _swin(img: int, embed: int, depths: tuple[int, ...], heads: tuple[int, ...], window: int) -> dict[str, Any]:
+    return dict(img_size=img, embed_dim=embed, depths=depths, num_heads=heads, window_size=window)
+
+
+_SWIN_T = ((2, 2, 6, 2), (3, 6, 12, 24))
+_SWIN_S = ((2, 2, 18, 2), (3, 6, 12, 24))
+_SWIN_B = ((2, 2, 18, 2), (4, 8, 16, 32))
+_SWIN_L = ((2, 2, 18, 2), (6, 12, 24, 48))
+
+# name -> (config class, arguments). timm's names and values.
+MODEL_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
+    "swin_tiny_patch4_window7_224": (SwinConfig, _swin(224, 96, *_SWIN_T, 7)),
+    "swin_small_patch4_window7_224": (SwinConfig, _swin(224, 96, *_SWIN_S, 7)),
+    "swin_base_patch4_window7_224": (SwinConfig, _swin(224, 128, *_SWIN_B, 7)),
+    "swin_base_patch4_window12_384": (SwinConfig, _swin(384, 128, *_SWIN_B, 12)),
+    "swin_large_patch4_window7_224": (SwinConfig, _swin(224, 192, *_SWIN_L, 7)),
+    "swin_large_patch4_window12_384": (SwinConfig, _swin(384, 192, *_SWIN_L, 12)),
+}
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of the registered model configs matching a shell-style `pattern`, sorted."""
+    return sorted(name for name in MODEL_CONFIGS if fnmatch.fnmatch(name, pattern))
+
+
+def get_config(name: str, **overrides: Any) -> SwinConfig:
+    """The config registered as `name`, with `overrides` applied (unknown keys are an error)."""
+    if name not in MODEL_CONFIGS:
+        close = [n for n in MODEL_CONFIGS if name.split("_")[0] in n]
+        hint = f"; known: {', '.join(close or list_models())}"
+        raise ValueError(f"unknown model {name!r}{hint}")
+    config_cls, args = MODEL_CONFIGS[name]
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"{name} has no option(s) {unknown}; options are {sorted(fields)}")
+    return config_cls(**{**args, **overrides})

@@ -1,0 +1,77 @@
+"""Building blocks shared by the ViT and Swin models, set to PyTorch's numerics.
+
+Flax defaults that differ from PyTorch are fixed here once: LayerNorm uses a two-pass variance
+and the model's eps, GELU is the exact erf form, and parameters stay float32 whatever the
+compute dtype.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+
+def trunc_normal(std: float) -> Callable[..., jax.Array]:
+    """Normal(0, std) truncated at +-2 std, the usual ViT/Swin weight init."""
+
+    def init(key: jax.Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> jax.Array:
+        return std * jax.random.truncated_normal(key, -2.0, 2.0, shape, dtype)
+
+    return init
+
+
+def Dense(features: int, use_bias: bool = True, dtype: Any = jnp.float32, name: str | None = None) -> nn.Dense:
+    """nn.Dense with timm's init (trunc-normal 0.02, zero bias) and float32 params."""
+    return nn.Dense(
+        features, use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+        kernel_init=trunc_normal(0.02), bias_init=nn.initializers.zeros, name=name,
+    )
+
+
+def LayerNorm(eps: float, dtype: Any = jnp.float32, name: str | None = None) -> nn.LayerNorm:
+    """nn.LayerNorm computing PyTorch's two-pass variance; statistics always in float32."""
+    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name)
+
+
+gelu = functools.partial(jax.nn.gelu, approximate=False)  # torch.nn.GELU() is the erf form
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop the whole residual branch per sample, scale survivors by 1/keep."""
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def check_images(x: Any, config: Any) -> None:
+    """Raise a ValueError naming the problem when `x` is not a batch of NHWC float images that
+    the model was built for (channels-first layout, channel count, size, rank, dtype)."""
+    shape = tuple(getattr(x, "shape", ()))
+    c_in = config.in_chans
+    if len(shape) != 4:
+        raise ValueError(f"expected a batch of NHWC images (B, H, W, {c_in}), got an array of shape {shape}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"expected float images, got dtype {x.dtype}: convert and normalise them first")
+    if shape[-1] != c_in:
+        if shape[1] == c_in:
+            raise ValueError(
+                f"input looks channels-first (NCHW) with shape {shape}; swin_jax models take NHWC, "
+                f"e.g. x.transpose(0, 2, 3, 1)"
+            )
+        raise ValueError(f"expected {c_in} input channels in the last axis (NHWC), got {shape[-1]} (shape {shape})")
+    if tuple(shape[1:3]) != tuple(config.img_size):
+        raise ValueError(
+            f"model was built for {config.img_size[0]}x{config.img_size[1]} images, got "
+            f"{shape[1]}x{shape[2]}; create it with img_size=({shape[1]}, {shape[2]})"
+        )

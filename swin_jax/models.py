@@ -1,0 +1,42 @@
+"""Model registry: a name and overrides in, a Flax linen module out."""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from swin_jax.configs import SwinConfig, get_config
+from swin_jax.swin import SwinTransformer
+
+MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer}
+
+
+def create_model(name: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Module:
+    """Build the registered model `name` (timm's names) as a Flax module.
+
+    `dtype` is the compute dtype (e.g. `jnp.bfloat16`); parameters stay float32. Other keyword
+    arguments override the named config (`num_classes`, `img_size`, `window_size`, ...).
+    """
+    config = get_config(name, **overrides)
+    return MODEL_CLASSES[type(config)](config, dtype=dtype)
+
+
+def dummy_input(model: nn.Module, batch: int = 1) -> jax.ShapeDtypeStruct:
+    """The shape/dtype of an input batch the model accepts, for `init` or `jax.eval_shape`."""
+    cfg = model.config
+    return jax.ShapeDtypeStruct((batch, *cfg.img_size, cfg.in_chans), jnp.float32)
+
+
+def init_params(model: nn.Module, key: jax.Array | int = 0) -> Any:
+    """Freshly initialised float32 parameters of `model` (the `params` collection)."""
+    if isinstance(key, int):
+        key = jax.random.PRNGKey(key)
+    x = jnp.zeros(dummy_input(model).shape, jnp.float32)
+    return jax.jit(model.init)(key, x)["params"]
+
+
+def param_shapes(model: nn.Module) -> Any:
+    """The params pytree of `model` as `jax.ShapeDtypeStruct` leaves, computed without allocating."""
+    return jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy_input(model))["params"]
