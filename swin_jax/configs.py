@@ -48,6 +48,7 @@ class SwinConfig:
 
     family = "swin"
     layer_norm_eps = 1e-5
+    head_key = "head.fc.weight"  # canonical (timm) key of the classifier weight
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", to_pair(self.img_size))

@@ -159,3 +159,9 @@ def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout =
         )
     return {k: np.ascontiguousarray(np.transpose(np.asarray(flat[s.flax_path]), s.axes)) for k, s in specs.items()}
 
+
+
+def infer_num_classes(state_dict: Mapping[str, Any], config_cls: type, layout: str | Layout = "timm") -> int:
+    """Class count of a checkpoint from its classifier weight; 0 when it has no classifier."""
+    head = state_dict.get(get_layout(layout).key(config_cls.head_key))
+    return 0 if head is None else int(head.shape[0])

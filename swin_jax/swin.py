@@ -104,7 +104,8 @@ class WindowAttention(nn.Module):
         qkv = qkv.reshape(windows, n, 3, self.num_heads, head_dim)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (windows, N, heads, head_dim)
         q = q * head_dim**-0.5  # scale q before the product, as the PyTorch code does
-        scores = jnp.einsum("bnhd,bmhd->bhnm", q, k).astype(jnp.float32)
+        softmax_dtype = jnp.promote_types(self.dtype, jnp.float32)  # never softmax in bf16
+        scores = jnp.einsum("bnhd,bmhd->bhnm", q, k).astype(softmax_dtype)
         scores = scores + relative_position_bias(table, relative_position_index(self.window_size))
         if mask is not None:
             num_windows = mask.shape[0]

@@ -1,0 +1,73 @@
+"""Shared set-up of the parity suite: fp32, highest matmul precision, timm's plain attention."""
+from __future__ import annotations
+
+import os
+
+os.environ["TIMM_FUSED_ATTN"] = "0"  # before timm is imported anywhere
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+FORWARD_TOL = 1e-5  # max|diff| <= 1e-5 * max(1, max|ref|), issue 2
+GRAD_TOL = 1e-4  # max|diff| / max|ref| per tensor, issue 2
+
+
+def rel_diff(reference, ours) -> float:
+    """max|ours - ref| / max(1, max|ref|)."""
+    reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
+    assert reference.shape == ours.shape, (reference.shape, ours.shape)
+    return float(np.abs(reference - ours).max() / max(1.0, np.abs(reference).max()))
+
+
+def grad_rel_diff(reference, ours) -> float:
+    """max|ours - ref| / max|ref| (relative per tensor, no floor)."""
+    reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
+    assert reference.shape == ours.shape, (reference.shape, ours.shape)
+    scale = np.abs(reference).max()
+    return float(np.abs(reference - ours).max() / scale) if scale > 0 else float(np.abs(ours).max())
+
+
+def nchw_to_nhwc(x: torch.Tensor) -> np.ndarray:
+    return x.permute(0, 2, 3, 1).numpy()
+
+
+def timm_model(name: str, **overrides):
+    """A timm model on the plain (unfused) attention path, in eval mode."""
+    import timm
+
+    model = timm.create_model(name, pretrained=False, **overrides).eval()
+    fused = [n for n, m in model.named_modules() if getattr(m, "fused_attn", False)]
+    assert not fused, f"timm uses fused attention in {fused[:3]}"
+    return model
+
+
+@pytest.fixture(scope="session")
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+# Largest differences measured, printed at the end of the run (for the closing notes).
+MEASURED: dict[str, float] = {}
+
+
+@pytest.fixture
+def record():
+    """record(label, value): keep the largest value per label for the end-of-run summary."""
+
+    def _record(label: str, value: float) -> float:
+        MEASURED[label] = max(value, MEASURED.get(label, 0.0))
+        return value
+
+    return _record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if MEASURED:
+        terminalreporter.section("largest differences measured")
+        for label in sorted(MEASURED):
+            terminalreporter.write_line(f"{label:<60} {MEASURED[label]:.3e}")

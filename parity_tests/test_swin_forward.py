@@ -1,0 +1,80 @@
+"""Swin forward parity: swin_jax vs swin_torch_ref and vs timm, every parameter at O(1) scale."""
+from types import SimpleNamespace
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from conftest import FORWARD_TOL, nchw_to_nhwc, rel_diff, timm_model
+
+import swin_jax
+import swin_torch_ref
+from swin_jax.parity import torch_outputs
+
+CUSTOM_200x264 = dict(img_size=(200, 264), embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4))
+# non-square window, patch 2, 3 stages, a map (30x46 -> 15x23 -> 8x12) that no window divides
+CUSTOM_WINDOW_5x7 = dict(img_size=(60, 92), patch_size=2, window_size=(5, 7), embed_dim=24, depths=(2, 2, 2),
+                         num_heads=(2, 3, 4), num_classes=17)
+
+CASES = [
+    pytest.param(("tiny224", "swin_tiny_patch4_window7_224", {}, 2), id="tiny224"),
+    pytest.param(("custom200x264", "swin_tiny_patch4_window7_224", CUSTOM_200x264, 2), id="custom200x264"),
+    pytest.param(("custom60x92-window5x7", "swin_tiny_patch4_window7_224", CUSTOM_WINDOW_5x7, 2), id="custom60x92-window5x7"),
+    pytest.param(("small224", "swin_small_patch4_window7_224", {}, 2), id="small224", marks=pytest.mark.slow),
+    pytest.param(("base384-window12", "swin_base_patch4_window12_384", {}, 1), id="base384-window12", marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module", params=CASES)
+def case(request):
+    """One model in both frameworks with the same O(1) weights, and swin_jax's outputs."""
+    case_id, name, overrides, batch = request.param
+    ref_model = swin_torch_ref.randomize_parameters(swin_torch_ref.create_model(name, **overrides), seed=0)
+    model = swin_jax.create_model(name, **overrides)
+    params = swin_jax.from_torch(model, ref_model.state_dict())
+    cfg = model.config
+    images = torch.randn(batch, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(1))
+    x = jnp.asarray(nchw_to_nhwc(images))
+    stages = jax.jit(lambda p, x: model.apply({"params": p}, x, method="forward_intermediates"))(params, x)
+    logits = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, x)
+    return SimpleNamespace(name=name, overrides=overrides, id=case_id, ref_model=ref_model,
+                           images=images, stages=[np.asarray(s) for s in stages], logits=np.asarray(logits))
+
+
+def _check(case, torch_model, reference, record):
+    ref_stages, ref_logits = torch_outputs(torch_model, case.images)
+    assert len(ref_stages) == len(case.stages)
+    for i, (r, o) in enumerate(zip(ref_stages, case.stages)):
+        diff = record(f"swin forward {case.id} vs {reference}", rel_diff(r, o))
+        assert diff <= FORWARD_TOL, f"stage {i}: {diff:.3e}"
+    diff = record(f"swin forward {case.id} vs {reference}", rel_diff(ref_logits, case.logits))
+    assert diff <= FORWARD_TOL, f"logits: {diff:.3e}"
+
+
+def test_forward_vs_swin_torch_ref(case, record):
+    _check(case, case.ref_model, "swin_torch_ref", record)
+
+
+def test_forward_vs_timm(case, record):
+    model = timm_model(case.name, **case.overrides)
+    model.load_state_dict(case.ref_model.state_dict(), strict=True)
+    _check(case, model, "timm", record)
+
+
+def test_pooled_features_and_feature_map_vs_timm(record):
+    """num_classes=0 returns the pooled features; forward_features the final normalised map."""
+    overrides = {**CUSTOM_200x264, "num_classes": 0}
+    theirs = swin_torch_ref.randomize_parameters(timm_model("swin_tiny_patch4_window7_224", **overrides), seed=3)
+    model = swin_jax.create_model("swin_tiny_patch4_window7_224", **overrides)
+    params = swin_jax.from_torch(model, theirs.state_dict())
+    assert "head" not in params
+    images = torch.randn(2, 3, 200, 264, generator=torch.Generator().manual_seed(2))
+    x = jnp.asarray(nchw_to_nhwc(images))
+    with torch.no_grad():
+        pooled, feature_map = theirs(images).numpy(), theirs.forward_features(images).numpy()
+    ours_pooled = model.apply({"params": params}, x)
+    ours_map = model.apply({"params": params}, x, method="forward_features")
+    assert ours_pooled.shape == (2, 256) and ours_map.shape == (2, 7, 9, 256)
+    assert record("swin pooled features vs timm", rel_diff(pooled, ours_pooled)) <= FORWARD_TOL
+    assert record("swin forward_features vs timm", rel_diff(feature_map, ours_map)) <= FORWARD_TOL

@@ -1,0 +1,157 @@
+"""Numerical parity of swin_jax against the PyTorch models, from Python or `swin-jax parity`."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from swin_jax.configs import MODEL_CONFIGS, get_config
+from swin_jax.convert import from_torch, infer_num_classes
+from swin_jax.models import create_model
+
+REFERENCES = ("ref", "timm")
+
+
+@dataclass
+class ParityRow:
+    """One compared output: its shape, max|ref|, max|ours - ref| and the relative difference."""
+
+    name: str
+    shape: tuple[int, ...]
+    max_ref: float
+    max_abs_diff: float
+
+    @property
+    def rel_diff(self) -> float:
+        """max|Δ| / max(1, max|ref|), the measure the tolerances are stated in."""
+        return self.max_abs_diff / max(1.0, self.max_ref)
+
+
+@dataclass
+class ParityReport:
+    model: str
+    img_size: tuple[int, int]
+    weights: str
+    reference: str
+    tolerance: float
+    rows: list[ParityRow] = field(default_factory=list)
+
+    @property
+    def max_rel_diff(self) -> float:
+        return max(row.rel_diff for row in self.rows)
+
+    @property
+    def passed(self) -> bool:
+        return self.max_rel_diff <= self.tolerance
+
+    def table(self) -> str:
+        """The report as a text table, one line per output, verdict last."""
+        head = (f"{self.model} at {self.img_size[0]}x{self.img_size[1]}, weights: {self.weights}, "
+                f"reference: {self.reference}, fp32, matmul precision highest")
+        lines = [head, f"{'output':<10}{'shape':<22}{'max|ref|':>12}{'max|diff|':>12}{'rel diff':>12}"]
+        for r in self.rows:
+            lines.append(f"{r.name:<10}{str(r.shape):<22}{r.max_ref:>12.4g}{r.max_abs_diff:>12.3e}{r.rel_diff:>12.3e}")
+        verdict = "PASS" if self.passed else "FAIL"
+        sign = "<=" if self.passed else ">"
+        lines.append(f"{verdict}: largest relative difference {self.max_rel_diff:.3e} {sign} tolerance {self.tolerance:.1e}")
+        return "\n".join(lines)
+
+
+def compare(name: str, reference: np.ndarray, ours: np.ndarray) -> ParityRow:
+    reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
+    if reference.shape != ours.shape:
+        raise ValueError(f"{name}: reference shape {reference.shape} != ours {ours.shape}")
+    return ParityRow(name, reference.shape, float(np.abs(reference).max()), float(np.abs(reference - ours).max()))
+
+
+def build_torch_model(name: str, reference: str, **overrides: Any) -> Any:
+    """The PyTorch model to compare with: our swin_torch_ref or timm's (plain attention path)."""
+    if reference == "ref":
+        import swin_torch_ref
+
+        return swin_torch_ref.create_model(name, **overrides)
+    if reference == "timm":
+        os.environ.setdefault("TIMM_FUSED_ATTN", "0")
+        import timm
+
+        model = timm.create_model(name, pretrained=False, **overrides).eval()
+        for module in model.modules():  # the unfused path computes what the paper writes
+            if hasattr(module, "fused_attn"):
+                module.fused_attn = False
+        return model
+    raise ValueError(f"unknown reference {reference!r}; choose from {REFERENCES}")
+
+
+def torch_outputs(model: Any, images_nchw: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """(per-stage NHWC maps, logits) of a PyTorch model: ours returns NHWC, timm NCHW."""
+    import torch
+
+    with torch.no_grad():
+        if hasattr(model, "config"):  # swin_torch_ref
+            stages = [s.numpy() for s in model.forward_intermediates(images_nchw)]
+        else:
+            stages = [s.permute(0, 2, 3, 1).numpy()
+                      for s in model.forward_intermediates(images_nchw, intermediates_only=True)]
+        logits = model(images_nchw).numpy()
+    return stages, logits
+
+
+def check_parity(
+    name: str,
+    checkpoint: Optional[str | Path] = None,
+    img_size: Optional[tuple[int, int]] = None,
+    reference: str = "ref",
+    seed: int = 0,
+    batch: int = 2,
+    tolerance: float = 1e-5,
+    **overrides: Any,
+) -> ParityReport:
+    """Run `name` in swin_jax and in PyTorch on the same images and weights and compare every
+    stage output and the logits (fp32, matmul precision highest).
+
+    Weights: the timm-layout `checkpoint` (.pth/.pt/.safetensors), or, without one, random
+    parameters at O(1) scale (`swin_torch_ref.randomize_parameters`). The class count is read
+    from the checkpoint's classifier.
+    """
+    import torch
+
+    import swin_torch_ref
+    from swin_jax.checkpoint_io import read_state_dict
+
+    if name not in MODEL_CONFIGS:
+        get_config(name)  # raises the unknown-model error
+    if img_size is not None:
+        overrides["img_size"] = tuple(img_size)
+    state_dict = None
+    if checkpoint is not None:
+        state_dict = read_state_dict(checkpoint)
+        overrides.setdefault("num_classes", infer_num_classes(state_dict, MODEL_CONFIGS[name][0]))
+    jax_model = create_model(name, **overrides)
+    if state_dict is not None:
+        params = from_torch(jax_model, state_dict)  # checks every key and shape, names what is wrong
+        torch_state = {k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}
+        weights = str(checkpoint)
+    else:
+        torch_state = swin_torch_ref.randomize_parameters(swin_torch_ref.create_model(name, **overrides), seed).state_dict()
+        params = from_torch(jax_model, torch_state)
+        weights = f"random O(1) (seed {seed})"
+    torch_model = build_torch_model(name, reference, **overrides)
+    torch_model.load_state_dict(torch_state, strict=False)  # from_torch already checked the keys
+
+    cfg = jax_model.config
+    images = torch.randn(batch, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(seed))
+    ref_stages, ref_logits = torch_outputs(torch_model, images)
+    x = jnp.asarray(images.permute(0, 2, 3, 1).numpy())
+    with jax.default_matmul_precision("highest"):
+        stages = jax.jit(lambda p, x: jax_model.apply({"params": p}, x, method="forward_intermediates"))(params, x)
+        logits = jax.jit(lambda p, x: jax_model.apply({"params": p}, x))(params, x)
+
+    report = ParityReport(name, cfg.img_size, weights, reference, tolerance)
+    report.rows = [compare(f"stage{i}", r, o) for i, (r, o) in enumerate(zip(ref_stages, stages))]
+    report.rows.append(compare("logits", ref_logits, logits))
+    return report
