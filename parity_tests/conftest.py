@@ -46,9 +46,22 @@ def timm_model(name: str, **overrides):
     return model
 
 
-@pytest.fixture(scope="session")
-def rng() -> np.random.Generator:
-    return np.random.default_rng(0)
+def randomize_jax_params(params, seed: int):
+    """swin_torch_ref.randomize_parameters' recipe on a Flax params tree: kernels std
+    1/sqrt(fan_in), norm scales 1 + N(0, 0.5), everything else N(0, 1)."""
+    flat, tree = jax.tree_util.tree_flatten_with_path(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(flat))
+    out = []
+    for (path, leaf), key in zip(flat, keys):
+        leaf_name = path[-1].key
+        noise = jax.random.normal(key, leaf.shape, leaf.dtype)
+        if leaf_name == "kernel":
+            out.append(noise / np.sqrt(np.prod(leaf.shape[:-1])))
+        elif leaf_name == "scale":
+            out.append(1.0 + 0.5 * noise)
+        else:
+            out.append(noise)
+    return tree.unflatten(out)
 
 
 # Largest differences measured, printed at the end of the run (for the closing notes).

@@ -157,7 +157,8 @@ def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout =
         raise CheckpointMismatchError(
             f"params do not match the {type(model).__name__} model", missing, unexpected, misshaped
         )
-    return {k: np.ascontiguousarray(np.transpose(np.asarray(flat[s.flax_path]), s.axes)) for k, s in specs.items()}
+    # np.array copies: writable, C-ordered arrays that torch.from_numpy takes without warnings
+    return {k: np.array(np.transpose(np.asarray(flat[s.flax_path]), s.axes), order="C") for k, s in specs.items()}
 
 
 

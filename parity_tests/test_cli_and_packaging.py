@@ -1,0 +1,110 @@
+"""The `swin-jax parity` command, and what imports what."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import swin_torch_ref
+
+NAME = "swin_tiny_patch4_window7_224"
+SMALL_SIZE = ["--img-size", "64", "96"]
+CLI = [str(Path(sys.executable).with_name("swin-jax"))]  # the installed console script
+
+
+def run(*args, cwd=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_parity_cli_random_weights_prints_table_and_passes():
+    result = run("parity", NAME, *SMALL_SIZE)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for row, shape in [("stage0", "(2, 16, 24, 96)"), ("stage3", "(2, 2, 3, 768)"), ("logits", "(2, 1000)")]:
+        assert any(line.startswith(row) and shape in line for line in lines), result.stdout
+    assert lines[-1].startswith("PASS: largest relative difference")
+
+
+def test_parity_cli_exits_nonzero_above_tolerance():
+    result = run("parity", NAME, *SMALL_SIZE, "--tolerance", "0", "--reference", "timm")
+    assert result.returncode == 1
+    assert "reference: timm" in result.stdout and "FAIL: largest relative difference" in result.stdout
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_parity_cli_reads_a_timm_checkpoint(tmp_path, suffix):
+    """A 10-class timm-layout checkpoint, as a user would hold it; the class count is read from it."""
+    model = swin_torch_ref.randomize_parameters(
+        swin_torch_ref.create_model(NAME, img_size=(64, 96), num_classes=10), seed=7)
+    path = tmp_path / f"weights{suffix}"
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if suffix == ".pth":
+        torch.save({"model": state}, path)  # nested, as training scripts save it
+    else:
+        save_file(state, str(path))
+    result = run("parity", NAME, *SMALL_SIZE, "--checkpoint", str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"weights: {path}" in result.stdout and "logits    (2, 10)" in result.stdout
+
+
+def test_parity_cli_names_bad_checkpoint_keys(tmp_path):
+    state = swin_torch_ref.create_model(NAME, img_size=(64, 96)).state_dict()
+    del state["layers.1.blocks.0.norm1.bias"]
+    path = tmp_path / "broken.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    result = run("parity", NAME, *SMALL_SIZE, "--checkpoint", str(path))
+    assert result.returncode == 2
+    assert "missing     layers.1.blocks.0.norm1.bias (192,)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["parity", "swin_tinny"], "unknown model 'swin_tinny'"),
+    (["parity", NAME, "--checkpoint", "nowhere.pth"], "checkpoint file not found: nowhere.pth"),
+])
+def test_parity_cli_bad_arguments(args, message):
+    result = run(*args)
+    assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_python_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "swin_jax", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "parity" in result.stdout
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("swin_jax.configs", ("jax", "torch", "flax")),
+    ("swin_torch_ref", ("jax", "flax")),
+])
+def test_imports_stay_light(module, forbidden):
+    code = f"import sys, {module}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_list_models_has_timm_names():
+    import swin_jax
+
+    names = swin_jax.list_models("swin_*")
+    assert names == sorted([
+        "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
+        "swin_base_patch4_window12_384", "swin_large_patch4_window7_224", "swin_large_patch4_window12_384"])
+
+
+@pytest.mark.parametrize("name, params", [
+    ("swin_tiny_patch4_window7_224", 28_288_354), ("swin_small_patch4_window7_224", 49_606_258),
+    ("swin_base_patch4_window7_224", 87_768_224), ("swin_large_patch4_window7_224", 196_532_476),
+])
+def test_named_configs_have_timm_parameter_counts(name, params):
+    import jax
+    import timm
+
+    import swin_jax
+
+    count = sum(leaf.size for leaf in jax.tree.leaves(swin_jax.param_shapes(swin_jax.create_model(name))))
+    assert count == params
+    with torch.device("meta"):
+        assert count == sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())

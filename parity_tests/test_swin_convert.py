@@ -1,0 +1,105 @@
+"""timm-layout conversion both ways, and errors that name every bad key."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from conftest import FORWARD_TOL, nchw_to_nhwc, randomize_jax_params, rel_diff, timm_model
+from test_swin_forward import CUSTOM_200x264
+
+import swin_jax
+import swin_torch_ref
+from swin_jax.convert import CheckpointMismatchError
+
+NAME = "swin_tiny_patch4_window7_224"
+
+
+@pytest.fixture(scope="module")
+def timm_tiny():
+    return swin_torch_ref.randomize_parameters(timm_model(NAME), seed=11)
+
+
+def test_round_trip_is_bit_exact(timm_tiny):
+    model = swin_jax.create_model(NAME)
+    state = timm_tiny.state_dict()
+    back = swin_jax.to_torch(model, swin_jax.from_torch(model, state))
+    assert set(back) == set(state)
+    for key, tensor in state.items():
+        assert back[key].dtype == np.float32 and back[key].shape == tuple(tensor.shape), key
+        np.testing.assert_array_equal(back[key], tensor.numpy(), err_msg=key)
+
+
+def test_from_torch_accepts_numpy_and_ignores_saved_buffers(timm_tiny):
+    """Files may hold relative_position_index / attn_mask buffers (Microsoft's official code)."""
+    model = swin_jax.create_model(NAME)
+    with_buffers = {k: v.numpy() for k, v in timm_tiny.state_dict().items()}
+    ref = swin_torch_ref.create_model(NAME)
+    for key, buffer in ref.named_buffers():
+        with_buffers[key] = buffer.numpy()
+    assert any(k.endswith("attn_mask") for k in with_buffers)
+    params = swin_jax.from_torch(model, with_buffers)
+    plain = swin_jax.from_torch(model, timm_tiny.state_dict())
+    jax.tree.map(np.testing.assert_array_equal, params, plain)
+
+
+def test_timm_loads_jax_weights_and_reproduces_logits(record):
+    """Weights drawn in JAX (at O(1) scale) go to timm strictly and give the same logits."""
+    model = swin_jax.create_model(NAME, **CUSTOM_200x264)
+    params = randomize_jax_params(swin_jax.init_params(model, 3), seed=4)
+    theirs = timm_model(NAME, **CUSTOM_200x264)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in swin_jax.to_torch(model, params).items()}, strict=True)
+    images = torch.randn(2, 3, 200, 264, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = theirs(images).numpy()
+    ours = jax.jit(model.apply)({"params": params}, jnp.asarray(nchw_to_nhwc(images)))
+    assert record("swin timm loaded from to_torch, logits", rel_diff(expected, ours)) <= FORWARD_TOL
+
+
+def test_bfloat16_torch_tensors_are_read():
+    ref = swin_torch_ref.create_model(NAME, **CUSTOM_200x264)
+    model = swin_jax.create_model(NAME, **CUSTOM_200x264)
+    state = {k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()}
+    params = swin_jax.from_torch(model, state)
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
+    np.testing.assert_array_equal(
+        np.asarray(params["head"]["fc"]["kernel"]), state["head.fc.weight"].float().numpy().T
+    )
+
+
+def test_mismatched_checkpoint_lists_every_bad_key(timm_tiny):
+    model = swin_jax.create_model(NAME)
+    state = dict(timm_tiny.state_dict())
+    del state["layers.2.blocks.3.mlp.fc1.bias"]
+    state["layers.0.blocks.0.attn.extra"] = torch.zeros(3, 4)
+    state["head.fc.weight"] = torch.zeros(10, 768)
+    with pytest.raises(CheckpointMismatchError) as info:
+        swin_jax.from_torch(model, state)
+    message = str(info.value)
+    assert "1 missing, 1 unexpected, 1 mis-shaped" in message
+    assert "missing     layers.2.blocks.3.mlp.fc1.bias (1536,)" in message
+    assert "unexpected  layers.0.blocks.0.attn.extra (3, 4)" in message
+    assert "mis-shaped  head.fc.weight: checkpoint (10, 768), model expects (1000, 768)" in message
+    assert (info.value.missing, info.value.unexpected) == (
+        [("layers.2.blocks.3.mlp.fc1.bias", (1536,))], [("layers.0.blocks.0.attn.extra", (3, 4))])
+
+
+@pytest.mark.parametrize("problem", ["missing", "unexpected", "misshaped"])
+def test_each_kind_of_mismatch_alone(timm_tiny, problem):
+    model = swin_jax.create_model(NAME)
+    state = dict(timm_tiny.state_dict())
+    if problem == "missing":
+        del state["norm.weight"]
+    elif problem == "unexpected":
+        state["norm.extra"] = torch.zeros(2)
+    else:
+        state["layers.1.downsample.reduction.weight"] = torch.zeros(192, 385)
+    with pytest.raises(ValueError, match=r"norm\.weight|norm\.extra|downsample\.reduction\.weight \(192, 384\)|"
+                                         r"reduction\.weight: checkpoint \(192, 385\)"):
+        swin_jax.from_torch(model, state)
+
+
+def test_to_torch_rejects_params_of_another_model():
+    small = swin_jax.create_model(NAME, **CUSTOM_200x264)
+    tiny = swin_jax.create_model(NAME)
+    with pytest.raises(CheckpointMismatchError, match="mis-shaped  patch_embed/proj/kernel"):
+        swin_jax.to_torch(tiny, swin_jax.init_params(small))
