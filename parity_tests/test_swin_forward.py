@@ -13,9 +13,9 @@ import swin_torch_ref
 from swin_jax.parity import torch_outputs
 
 CUSTOM_200x264 = dict(img_size=(200, 264), embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4))
-# non-square window, patch 2, 3 stages, a map (30x46 -> 15x23 -> 8x12) that no window divides
+# non-square window, patch 2, 3 stages, 1 input channel, maps (30x46 -> 15x23 -> 8x12) no window divides
 CUSTOM_WINDOW_5x7 = dict(img_size=(60, 92), patch_size=2, window_size=(5, 7), embed_dim=24, depths=(2, 2, 2),
-                         num_heads=(2, 3, 4), num_classes=17)
+                         num_heads=(2, 3, 4), num_classes=17, in_chans=1)
 
 CASES = [
     pytest.param(("tiny224", "swin_tiny_patch4_window7_224", {}, 2), id="tiny224"),

@@ -7,7 +7,7 @@ into the compiled program as constants.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -288,7 +288,3 @@ class SwinTransformer(nn.Module):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         return self.forward_head(self.forward_features(x, train), train)
 
-
-def stage_shapes(config: SwinConfig, batch: int = 1) -> Sequence[tuple[int, ...]]:
-    """Shapes of the per-stage outputs for a batch, without running the model."""
-    return [(batch, *config.stage_resolution(i), config.stage_dims[i]) for i in range(config.num_stages)]
