@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 os.environ["TIMM_FUSED_ATTN"] = "0"  # before timm is imported anywhere
 
@@ -34,6 +35,40 @@ def grad_rel_diff(reference, ours) -> float:
 
 def nchw_to_nhwc(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).numpy()
+
+
+def build_case(case_id: str, name: str, overrides: dict, batch: int, seed: int = 0) -> SimpleNamespace:
+    """One model in both frameworks with the same O(1) weights, and swin_jax's outputs."""
+    import jax.numpy as jnp
+
+    import swin_jax
+    import swin_torch_ref
+
+    ref_model = swin_torch_ref.randomize_parameters(swin_torch_ref.create_model(name, **overrides), seed=seed)
+    model = swin_jax.create_model(name, **overrides)
+    params = swin_jax.from_torch(model, ref_model.state_dict())
+    cfg = model.config
+    images = torch.randn(batch, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(seed + 1))
+    x = jnp.asarray(nchw_to_nhwc(images))
+    inter = jax.jit(lambda p, x: model.apply({"params": p}, x, method="forward_intermediates"))(params, x)
+    logits = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, x)
+    return SimpleNamespace(name=name, overrides=overrides, id=case_id, ref_model=ref_model, images=images,
+                           intermediates=[np.asarray(i) for i in inter], logits=np.asarray(logits))
+
+
+def check_case(case: SimpleNamespace, torch_model, reference: str, record) -> None:
+    """Every intermediate and the logits of `torch_model` against swin_jax's, within FORWARD_TOL."""
+    from swin_jax.parity import torch_outputs
+
+    family = case.ref_model.config.family
+    ref_inter, ref_logits = torch_outputs(torch_model, case.images, case.ref_model.config)
+    assert len(ref_inter) == len(case.intermediates)
+    label = f"{family} forward {case.id} vs {reference}"
+    for i, (r, o) in enumerate(zip(ref_inter, case.intermediates)):
+        diff = record(label, rel_diff(r, o))
+        assert diff <= FORWARD_TOL, f"intermediate {i}: {diff:.3e}"
+    diff = record(label, rel_diff(ref_logits, case.logits))
+    assert diff <= FORWARD_TOL, f"logits: {diff:.3e}"
 
 
 def timm_model(name: str, **overrides):

@@ -1,16 +1,13 @@
 """Swin forward parity: swin_jax vs swin_torch_ref and vs timm, every parameter at O(1) scale."""
-from types import SimpleNamespace
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import FORWARD_TOL, nchw_to_nhwc, rel_diff, timm_model
+from conftest import FORWARD_TOL, build_case, check_case, nchw_to_nhwc, rel_diff, timm_model
 
 import swin_jax
 import swin_torch_ref
-from swin_jax.parity import torch_outputs
 
 CUSTOM_200x264 = dict(img_size=(200, 264), embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4))
 # non-square window, patch 2, 3 stages, 1 input channel, maps (30x46 -> 15x23 -> 8x12) no window divides
@@ -28,38 +25,17 @@ CASES = [
 
 @pytest.fixture(scope="module", params=CASES)
 def case(request):
-    """One model in both frameworks with the same O(1) weights, and swin_jax's outputs."""
-    case_id, name, overrides, batch = request.param
-    ref_model = swin_torch_ref.randomize_parameters(swin_torch_ref.create_model(name, **overrides), seed=0)
-    model = swin_jax.create_model(name, **overrides)
-    params = swin_jax.from_torch(model, ref_model.state_dict())
-    cfg = model.config
-    images = torch.randn(batch, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(1))
-    x = jnp.asarray(nchw_to_nhwc(images))
-    stages = jax.jit(lambda p, x: model.apply({"params": p}, x, method="forward_intermediates"))(params, x)
-    logits = jax.jit(lambda p, x: model.apply({"params": p}, x))(params, x)
-    return SimpleNamespace(name=name, overrides=overrides, id=case_id, ref_model=ref_model,
-                           images=images, stages=[np.asarray(s) for s in stages], logits=np.asarray(logits))
-
-
-def _check(case, torch_model, reference, record):
-    ref_stages, ref_logits = torch_outputs(torch_model, case.images)
-    assert len(ref_stages) == len(case.stages)
-    for i, (r, o) in enumerate(zip(ref_stages, case.stages)):
-        diff = record(f"swin forward {case.id} vs {reference}", rel_diff(r, o))
-        assert diff <= FORWARD_TOL, f"stage {i}: {diff:.3e}"
-    diff = record(f"swin forward {case.id} vs {reference}", rel_diff(ref_logits, case.logits))
-    assert diff <= FORWARD_TOL, f"logits: {diff:.3e}"
+    return build_case(*request.param)
 
 
 def test_forward_vs_swin_torch_ref(case, record):
-    _check(case, case.ref_model, "swin_torch_ref", record)
+    check_case(case, case.ref_model, "swin_torch_ref", record)
 
 
 def test_forward_vs_timm(case, record):
     model = timm_model(case.name, **case.overrides)
     model.load_state_dict(case.ref_model.state_dict(), strict=True)
-    _check(case, model, "timm", record)
+    check_case(case, model, "timm", record)
 
 
 def test_pooled_features_and_feature_map_vs_timm(record):

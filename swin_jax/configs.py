@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 IntPair = tuple[int, int]
 
@@ -49,6 +49,7 @@ class SwinConfig:
     family = "swin"
     layer_norm_eps = 1e-5
     head_key = "head.fc.weight"  # canonical (timm) key of the classifier weight
+    intermediates = "layers"  # the timm submodules whose outputs forward_intermediates returns
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", to_pair(self.img_size))
@@ -110,6 +111,73 @@ class SwinConfig:
         return out
 
 
+@dataclass(frozen=True)
+class VitConfig:
+    """Vision Transformer hyper-parameters (timm's `VisionTransformer` arguments).
+
+    `global_pool` is 'token' (class token) or 'avg' (mean of the patch tokens). `fc_norm=None`
+    follows timm: the final norm moves after the pooling for 'avg' (timm), stays on the tokens
+    for 'token'; `fc_norm=False` with 'avg' normalises the tokens first (Google's ViT).
+    """
+
+    img_size: IntPair = (224, 224)
+    patch_size: int = 16
+    in_chans: int = 3
+    num_classes: int = 1000
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    class_token: bool = True
+    global_pool: str = "token"
+    fc_norm: Optional[bool] = None
+    drop_rate: float = 0.0
+    proj_drop_rate: float = 0.0
+    attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0
+
+    family = "vit"
+    layer_norm_eps = 1e-6
+    head_key = "head.weight"
+    intermediates = "blocks"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "img_size", to_pair(self.img_size))
+        if self.global_pool not in ("token", "avg"):
+            raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+        if self.global_pool == "token" and not self.class_token:
+            raise ValueError("global_pool='token' needs the class token: use global_pool='avg' with class_token=False")
+        if any(s % self.patch_size for s in self.img_size):
+            raise ValueError(f"img_size {self.img_size} is not a multiple of the patch size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by {self.num_heads} heads")
+
+    @property
+    def patch_grid(self) -> IntPair:
+        return self.img_size[0] // self.patch_size, self.img_size[1] // self.patch_size
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1 if self.class_token else 0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.patch_grid[0] * self.patch_grid[1] + self.num_prefix_tokens
+
+    @property
+    def use_fc_norm(self) -> bool:
+        return self.global_pool == "avg" if self.fc_norm is None else self.fc_norm
+
+    @property
+    def num_features(self) -> int:
+        return self.embed_dim
+
+    def drop_path_rates(self) -> list[float]:
+        """Stochastic-depth rate of every block, linear from 0 to drop_path_rate."""
+        return [self.drop_path_rate * i / (self.depth - 1) if self.depth > 1 else 0.0 for i in range(self.depth)]
+
+
 def _swin(img: int, embed: int, depths: tuple[int, ...], heads: tuple[int, ...], window: int) -> dict[str, Any]:
     return dict(img_size=img, embed_dim=embed, depths=depths, num_heads=heads, window_size=window)
 
@@ -130,12 +198,28 @@ MODEL_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
 }
 
 
+def _vit(img: int, patch: int, embed: int, depth: int, heads: int) -> dict[str, Any]:
+    return dict(img_size=img, patch_size=patch, embed_dim=embed, depth=depth, num_heads=heads)
+
+
+_VIT_SIZES = {"tiny": (192, 12, 3), "small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
+MODEL_CONFIGS.update({
+    f"vit_{size}_patch16_{img}": (VitConfig, _vit(img, 16, *dims))
+    for size, dims in _VIT_SIZES.items() for img in (224, 384)
+})
+MODEL_CONFIGS.update({
+    "vit_small_patch32_224": (VitConfig, _vit(224, 32, *_VIT_SIZES["small"])),
+    "vit_base_patch32_224": (VitConfig, _vit(224, 32, *_VIT_SIZES["base"])),
+    "vit_huge_patch14_224": (VitConfig, _vit(224, 14, 1280, 32, 16)),
+})
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the registered model configs matching a shell-style `pattern`, sorted."""
     return sorted(name for name in MODEL_CONFIGS if fnmatch.fnmatch(name, pattern))
 
 
-def get_config(name: str, **overrides: Any) -> SwinConfig:
+def get_config(name: str, **overrides: Any) -> Union[SwinConfig, VitConfig]:
     """The config registered as `name`, with `overrides` applied (unknown keys are an error)."""
     if name not in MODEL_CONFIGS:
         close = [n for n in MODEL_CONFIGS if name.split("_")[0] in n]

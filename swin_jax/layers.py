@@ -7,7 +7,7 @@ compute dtype.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -37,6 +37,49 @@ def LayerNorm(eps: float, dtype: Any = jnp.float32, name: str | None = None) -> 
 
 
 gelu = functools.partial(jax.nn.gelu, approximate=False)  # torch.nn.GELU() is the erf form
+
+
+def self_attention(
+    qkv: jax.Array,
+    num_heads: int,
+    bias: Optional[jax.Array],
+    dropout: Callable[[jax.Array], jax.Array],
+    dtype: Any,
+) -> jax.Array:
+    """Multi-head self-attention on a fused (B, N, 3 * D) qkv projection, as timm computes it:
+    q scaled by head_dim**-0.5 before q·kᵀ, `bias` added to the scores, softmax in >= fp32.
+
+    `bias` has shape (G, heads, N, N) and the batch is laid out (B / G, G): Swin passes one
+    (relative position bias + shift mask) per window, ViT passes None. Returns (B, N, D).
+    """
+    batch, n, three_dim = qkv.shape
+    head_dim = three_dim // (3 * num_heads)
+    qkv = qkv.reshape(batch, n, 3, num_heads, head_dim)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
+    q = q * head_dim**-0.5
+    softmax_dtype = jnp.promote_types(dtype, jnp.float32)  # never a bf16 softmax
+    scores = jnp.einsum("bnhd,bmhd->bhnm", q, k).astype(softmax_dtype)
+    if bias is not None:
+        groups = bias.shape[0]
+        scores = (scores.reshape(-1, groups, num_heads, n, n) + bias).reshape(batch, num_heads, n, n)
+    attn = dropout(jax.nn.softmax(scores, axis=-1).astype(dtype))
+    return jnp.einsum("bhnm,bmhd->bnhd", attn, v).reshape(batch, n, num_heads * head_dim)
+
+
+class Mlp(nn.Module):
+    """fc1 -> exact GELU -> dropout -> fc2 -> dropout (timm's Mlp)."""
+
+    hidden_dim: int
+    drop: float = 0.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        out_dim = x.shape[-1]
+        x = gelu(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x))
+        x = nn.Dropout(self.drop)(x, deterministic=deterministic)
+        x = Dense(out_dim, dtype=self.dtype, name="fc2")(x)
+        return nn.Dropout(self.drop)(x, deterministic=deterministic)
 
 
 class DropPath(nn.Module):

@@ -7,10 +7,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swin_jax.configs import SwinConfig, get_config
+from swin_jax.configs import SwinConfig, VitConfig, get_config
 from swin_jax.swin import SwinTransformer
+from swin_jax.vit import VisionTransformer
 
-MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer}
+MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer, VitConfig: VisionTransformer}
 
 
 def create_model(name: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Module:

@@ -87,18 +87,21 @@ def build_torch_model(name: str, reference: str, **overrides: Any) -> Any:
     raise ValueError(f"unknown reference {reference!r}; choose from {REFERENCES}")
 
 
-def torch_outputs(model: Any, images_nchw: Any) -> tuple[list[np.ndarray], np.ndarray]:
-    """(per-stage NHWC maps, logits) of a PyTorch model: ours returns NHWC, timm NCHW."""
+def torch_outputs(model: Any, images_nchw: Any, config: Any) -> tuple[list[np.ndarray], np.ndarray]:
+    """(intermediates, logits) of a PyTorch model, intermediates as swin_jax returns them: the
+    output of every Swin stage (NHWC) or ViT block (tokens), captured with forward hooks."""
     import torch
 
-    with torch.no_grad():
-        if hasattr(model, "config"):  # swin_torch_ref
-            stages = [s.numpy() for s in model.forward_intermediates(images_nchw)]
-        else:
-            stages = [s.permute(0, 2, 3, 1).numpy()
-                      for s in model.forward_intermediates(images_nchw, intermediates_only=True)]
-        logits = model(images_nchw).numpy()
-    return stages, logits
+    captured: list[np.ndarray] = []
+    modules = list(getattr(model, config.intermediates))
+    hooks = [m.register_forward_hook(lambda _m, _in, out: captured.append(out.numpy())) for m in modules]
+    try:
+        with torch.no_grad():
+            logits = model(images_nchw).numpy()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return captured, logits
 
 
 def check_parity(
@@ -145,13 +148,14 @@ def check_parity(
 
     cfg = jax_model.config
     images = torch.randn(batch, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(seed))
-    ref_stages, ref_logits = torch_outputs(torch_model, images)
+    ref_stages, ref_logits = torch_outputs(torch_model, images, cfg)
     x = jnp.asarray(images.permute(0, 2, 3, 1).numpy())
     with jax.default_matmul_precision("highest"):
         stages = jax.jit(lambda p, x: jax_model.apply({"params": p}, x, method="forward_intermediates"))(params, x)
         logits = jax.jit(lambda p, x: jax_model.apply({"params": p}, x))(params, x)
 
     report = ParityReport(name, cfg.img_size, weights, reference, tolerance)
-    report.rows = [compare(f"stage{i}", r, o) for i, (r, o) in enumerate(zip(ref_stages, stages))]
+    label = "stage" if cfg.family == "swin" else "block"
+    report.rows = [compare(f"{label}{i}", r, o) for i, (r, o) in enumerate(zip(ref_stages, stages))]
     report.rows.append(compare("logits", ref_logits, logits))
     return report

@@ -7,6 +7,7 @@ into the compiled program as constants.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swin_jax.configs import IntPair, SwinConfig
-from swin_jax.layers import Dense, DropPath, LayerNorm, check_images, gelu, trunc_normal
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, check_images, self_attention, trunc_normal
 
 # ---------------------------------------------------------------------------------------------
 # Window operations: plain functions on (B, H, W, C) arrays. They work on numpy and jax arrays.
@@ -94,44 +95,18 @@ class WindowAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: Optional[np.ndarray], deterministic: bool) -> jax.Array:
-        windows, n, _ = x.shape
         wh, ww = self.window_size
-        head_dim = self.dim // self.num_heads
         table = self.param(
             "relative_position_bias_table", trunc_normal(0.02), ((2 * wh - 1) * (2 * ww - 1), self.num_heads)
         )
-        qkv = Dense(3 * self.dim, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
-        qkv = qkv.reshape(windows, n, 3, self.num_heads, head_dim)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (windows, N, heads, head_dim)
-        q = q * head_dim**-0.5  # scale q before the product, as the PyTorch code does
-        softmax_dtype = jnp.promote_types(self.dtype, jnp.float32)  # never softmax in bf16
-        scores = jnp.einsum("bnhd,bmhd->bhnm", q, k).astype(softmax_dtype)
-        scores = scores + relative_position_bias(table, relative_position_index(self.window_size))
+        bias = relative_position_bias(table, relative_position_index(self.window_size))[None]  # (1, heads, N, N)
         if mask is not None:
-            num_windows = mask.shape[0]
-            scores = scores.reshape(-1, num_windows, self.num_heads, n, n) + mask[None, :, None]
-            scores = scores.reshape(-1, self.num_heads, n, n)
-        attn = jax.nn.softmax(scores, axis=-1).astype(self.dtype)
-        attn = nn.Dropout(self.attn_drop)(attn, deterministic=deterministic)
-        out = jnp.einsum("bhnm,bmhd->bnhd", attn, v).reshape(windows, n, self.dim)
+            bias = bias + mask[:, None]  # (windows, heads, N, N); -100 swamps the bias where it applies
+        qkv = Dense(3 * self.dim, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
+        dropout = functools.partial(nn.Dropout(self.attn_drop), deterministic=deterministic)
+        out = self_attention(qkv, self.num_heads, bias, dropout, self.dtype)
         out = Dense(self.dim, dtype=self.dtype, name="proj")(out)
         return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
-
-
-class Mlp(nn.Module):
-    """fc1 -> exact GELU -> dropout -> fc2 -> dropout."""
-
-    hidden_dim: int
-    drop: float = 0.0
-    dtype: Any = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        out_dim = x.shape[-1]
-        x = gelu(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x))
-        x = nn.Dropout(self.drop)(x, deterministic=deterministic)
-        x = Dense(out_dim, dtype=self.dtype, name="fc2")(x)
-        return nn.Dropout(self.drop)(x, deterministic=deterministic)
 
 
 class SwinBlock(nn.Module):

@@ -10,10 +10,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from swin_jax.configs import SwinConfig, get_config, list_models
+from swin_jax.configs import SwinConfig, VitConfig, get_config, list_models
 from swin_torch_ref.swin import SwinTransformer
+from swin_torch_ref.vit import VisionTransformer
 
-MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer}
+MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer, VitConfig: VisionTransformer}
 
 __all__ = ["create_model", "list_models", "randomize_parameters"]
 

@@ -1,6 +1,6 @@
 """Gradients of swin_jax vs torch autograd (swin_torch_ref and timm): input and every parameter.
 
-fp32 on small non-square models. For Swin-T at 224 the gradients are also compared, but in
+fp32 on small non-square models and ViT-Ti. For Swin-T at 224 the gradients are also compared, but in
 float64 on both sides: with O(1) weights, the last stage's bias-table gradients are so badly
 conditioned in fp32 that torch fp32 itself lands 0.94e-4 (relative) from the float64 value and
 swin_jax fp32 1.6e-4 (measured 2026-11-25), so an fp32 comparison there measures rounding, not
@@ -18,17 +18,22 @@ import swin_jax
 import swin_torch_ref
 
 NAME = "swin_tiny_patch4_window7_224"
+VIT = "vit_tiny_patch16_224"
+VIT_CUSTOM = dict(img_size=(48, 80), patch_size=8, embed_dim=48, depth=3, num_heads=4, global_pool="avg",
+                  class_token=False, num_classes=7)
 
 
 @pytest.fixture(scope="module", params=[
-    pytest.param(("custom200x264", CUSTOM_200x264), id="custom200x264"),
-    pytest.param(("custom60x92-window5x7", CUSTOM_WINDOW_5x7), id="custom60x92-window5x7"),
+    pytest.param(("custom200x264", NAME, CUSTOM_200x264), id="swin-custom200x264"),
+    pytest.param(("custom60x92-window5x7", NAME, CUSTOM_WINDOW_5x7), id="swin-custom60x92-window5x7"),
+    pytest.param(("tiny224", VIT, {}), id="vit-tiny224"),
+    pytest.param(("custom48x80-avg-noclass", VIT, VIT_CUSTOM), id="vit-custom48x80-avg"),
 ])
 def jax_grads(request):
     """Weights, images, loss projection and swin_jax's d(loss)/d(input), d(loss)/d(params)."""
-    case_id, overrides = request.param
-    ref_model = swin_torch_ref.randomize_parameters(swin_torch_ref.create_model(NAME, **overrides), seed=5)
-    model = swin_jax.create_model(NAME, **overrides)
+    case_id, name, overrides = request.param
+    ref_model = swin_torch_ref.randomize_parameters(swin_torch_ref.create_model(name, **overrides), seed=5)
+    model = swin_jax.create_model(name, **overrides)
     params = swin_jax.from_torch(model, ref_model.state_dict())
     cfg = model.config
     gen = torch.Generator().manual_seed(6)
@@ -39,21 +44,19 @@ def jax_grads(request):
         return jnp.sum(model.apply({"params": params}, x) * jnp.asarray(projection.numpy()))
 
     g_params, g_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(nchw_to_nhwc(images)))
-    return dict(case_id=case_id, overrides=overrides, state=ref_model.state_dict(), images=images,
+    return dict(case_id=f"{cfg.family} {case_id}", name=name, overrides=overrides, state=ref_model.state_dict(), images=images,
                 projection=projection, g_x=np.asarray(g_x), g_params=swin_jax.to_torch(model, g_params))
 
 
 @pytest.mark.parametrize("reference", ["swin_torch_ref", "timm"])
 def test_gradients_match_torch_autograd(jax_grads, reference, record):
-    if reference == "timm":
-        torch_model = timm_model(NAME, **jax_grads["overrides"])
-    else:
-        torch_model = swin_torch_ref.create_model(NAME, **jax_grads["overrides"])
+    name, overrides = jax_grads["name"], jax_grads["overrides"]
+    torch_model = timm_model(name, **overrides) if reference == "timm" else swin_torch_ref.create_model(name, **overrides)
     torch_model.load_state_dict(jax_grads["state"], strict=True)
     images = jax_grads["images"].clone().requires_grad_(True)
     (torch_model(images) * jax_grads["projection"]).sum().backward()
 
-    label = f"swin grad {jax_grads['case_id']} vs {reference}"
+    label = f"grad {jax_grads['case_id']} vs {reference}"
     diff = record(label, grad_rel_diff(nchw_to_nhwc(images.grad), jax_grads["g_x"]))
     assert diff <= GRAD_TOL, f"d/d(input): {diff:.3e}"
     torch_grads = dict(torch_model.named_parameters())
@@ -90,7 +93,7 @@ def test_gradients_match_torch_autograd_float64_tiny224(reference, record):
         g_params = swin_jax.to_torch(model, g_params)
         g_x = np.asarray(g_x)
 
-    label = f"swin grad tiny224 float64 vs {reference}"
+    label = f"grad swin tiny224 float64 vs {reference}"
     assert record(label, grad_rel_diff(nchw_to_nhwc(x.grad), g_x)) <= GRAD_TOL
     worst = max((grad_rel_diff(p.grad.numpy(), g_params[k]), k) for k, p in torch_model.named_parameters())
     record(label, worst[0])

@@ -1,0 +1,122 @@
+"""ViT forward parity: swin_jax vs swin_torch_ref and vs timm, every parameter at O(1) scale."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from conftest import FORWARD_TOL, build_case, check_case, nchw_to_nhwc, randomize_jax_params, rel_diff, timm_model
+
+import swin_jax
+import swin_torch_ref
+
+AVG = dict(global_pool="avg")  # timm: mean of the patch tokens, then fc_norm
+AVG_NO_CLASS = dict(global_pool="avg", class_token=False)
+# Google's 'gap' head: normalise the tokens, then average
+CUSTOM_GAP = dict(img_size=(96, 160), patch_size=8, embed_dim=64, depth=4, num_heads=4, global_pool="avg",
+                  fc_norm=False, num_classes=11, in_chans=2)
+
+CASES = [
+    pytest.param(("tiny224", "vit_tiny_patch16_224", {}, 2), id="tiny224"),
+    pytest.param(("tiny224-avg", "vit_tiny_patch16_224", AVG, 2), id="tiny224-avg"),
+    pytest.param(("small224", "vit_small_patch16_224", {}, 2), id="small224"),
+    pytest.param(("small224-avg-noclass", "vit_small_patch16_224", AVG_NO_CLASS, 2), id="small224-avg-noclass"),
+    pytest.param(("small32-224", "vit_small_patch32_224", {}, 2), id="small32-224"),
+    pytest.param(("custom96x160-gap", "vit_tiny_patch16_224", CUSTOM_GAP, 2), id="custom96x160-gap"),
+    pytest.param(("base224", "vit_base_patch16_224", {}, 2), id="base224", marks=pytest.mark.slow),
+    pytest.param(("base224-avg", "vit_base_patch16_224", AVG, 2), id="base224-avg", marks=pytest.mark.slow),
+    pytest.param(("small384", "vit_small_patch16_384", {}, 1), id="small384", marks=pytest.mark.slow),
+]
+
+
+@pytest.fixture(scope="module", params=CASES)
+def case(request):
+    return build_case(*request.param)
+
+
+def test_forward_vs_swin_torch_ref(case, record):
+    check_case(case, case.ref_model, "swin_torch_ref", record)
+
+
+def test_forward_vs_timm(case, record):
+    model = timm_model(case.name, **case.overrides)
+    model.load_state_dict(case.ref_model.state_dict(), strict=True)
+    check_case(case, model, "timm", record)
+
+
+@pytest.mark.parametrize("overrides", [{}, AVG], ids=["token", "avg"])
+def test_features_tokens_and_pooled_vs_timm(overrides, record):
+    """forward_features is the token sequence (B, N+1, D); num_classes=0 gives the pooled vector."""
+    overrides = {**overrides, "num_classes": 0, "img_size": (64, 96)}
+    theirs = timm_model("vit_tiny_patch16_224", **overrides)
+    theirs = swin_torch_ref.randomize_parameters(theirs, seed=4)
+    model = swin_jax.create_model("vit_tiny_patch16_224", **overrides)
+    params = swin_jax.from_torch(model, theirs.state_dict())
+    assert "head" not in params
+    images = torch.randn(2, 3, 64, 96, generator=torch.Generator().manual_seed(3))
+    x = jnp.asarray(nchw_to_nhwc(images))
+    with torch.no_grad():
+        tokens, pooled = theirs.forward_features(images).numpy(), theirs(images).numpy()
+    ours_tokens = model.apply({"params": params}, x, method="forward_features")
+    ours_pooled = model.apply({"params": params}, x)
+    assert ours_tokens.shape == (2, 1 + 4 * 6, 192) and ours_pooled.shape == (2, 192)
+    assert record("vit forward_features vs timm", rel_diff(tokens, ours_tokens)) <= FORWARD_TOL
+    assert record("vit pooled features vs timm", rel_diff(pooled, ours_pooled)) <= FORWARD_TOL
+
+
+def test_timm_loads_jax_weights_and_reproduces_logits(record):
+    model = swin_jax.create_model("vit_tiny_patch16_224", **AVG_NO_CLASS)
+    params = randomize_jax_params(swin_jax.init_params(model, 0), seed=8)
+    theirs = timm_model("vit_tiny_patch16_224", **AVG_NO_CLASS)
+    theirs.load_state_dict({k: torch.from_numpy(v) for k, v in swin_jax.to_torch(model, params).items()}, strict=True)
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = theirs(images).numpy()
+    ours = jax.jit(model.apply)({"params": params}, jnp.asarray(nchw_to_nhwc(images)))
+    assert record("vit timm loaded from to_torch, logits", rel_diff(expected, ours)) <= FORWARD_TOL
+
+
+def test_round_trip_is_bit_exact():
+    theirs = swin_torch_ref.randomize_parameters(timm_model("vit_small_patch16_224"), seed=2)
+    model = swin_jax.create_model("vit_small_patch16_224")
+    state = theirs.state_dict()
+    back = swin_jax.to_torch(model, swin_jax.from_torch(model, state))
+    assert set(back) == set(state)
+    for key, tensor in state.items():
+        np.testing.assert_array_equal(back[key], tensor.numpy(), err_msg=key)
+
+
+def test_train_mode_drop_path_and_bf16():
+    model = swin_jax.create_model("vit_tiny_patch16_224", img_size=(64, 64), drop_path_rate=0.3)
+    params = randomize_jax_params(swin_jax.init_params(model, 0), seed=1)
+    x = jax.random.normal(jax.random.PRNGKey(0), (4, 64, 64, 3))
+    apply = jax.jit(model.apply, static_argnames="train")
+    a = apply({"params": params}, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)})
+    np.testing.assert_array_equal(a, apply({"params": params}, x, train=True, rngs={"dropout": jax.random.PRNGKey(1)}))
+    assert not np.allclose(a, apply({"params": params}, x))
+    bf16 = swin_jax.create_model("vit_tiny_patch16_224", img_size=(64, 64), dtype=jnp.bfloat16)
+    out = jax.jit(bf16.apply)({"params": params}, x)
+    ref = np.asarray(apply({"params": params}, x))
+    assert out.dtype == jnp.bfloat16
+    assert np.abs(np.asarray(out, np.float32) - ref).max() / np.abs(ref).max() <= 2e-2
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((2, 3, 64, 96), r"channels-first \(NCHW\)"),
+    ((2, 64, 96, 1), "expected 3 input channels in the last axis"),
+    ((2, 64, 64, 3), "built for 64x96 images, got 64x64"),
+])
+def test_bad_input_is_named(shape, message):
+    model = swin_jax.create_model("vit_tiny_patch16_224", img_size=(64, 96))
+    params = swin_jax.param_shapes(model)
+    with pytest.raises(ValueError, match=message):
+        jax.eval_shape(model.apply, {"params": params}, jnp.zeros(shape))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(img_size=(100, 96)), r"img_size \(100, 96\) is not a multiple of the patch size 16"),
+    (dict(class_token=False), "global_pool='token' needs the class token"),
+    (dict(global_pool="max"), "global_pool must be 'token' or 'avg'"),
+])
+def test_bad_config_is_named(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        swin_jax.create_model("vit_tiny_patch16_224", **overrides)
