@@ -108,3 +108,20 @@ def test_named_configs_have_timm_parameter_counts(name, params):
     assert count == params
     with torch.device("meta"):
         assert count == sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+
+
+def test_parity_cli_vit_random_weights():
+    result = run("parity", "vit_tiny_patch16_224", "--img-size", "64", "96", "--reference", "timm")
+    assert result.returncode == 0, result.stderr
+    assert "block11   (2, 25, 192)" in result.stdout and result.stdout.splitlines()[-1].startswith("PASS")
+
+
+def test_parity_cli_vit_npz_checkpoint(tmp_path):
+    """A Google-layout .npz of a 224 model checked at 64x96: detected layout, resampled grid."""
+    import swin_jax
+
+    model = swin_jax.create_model("vit_tiny_patch16_224", num_classes=6)
+    path = swin_jax.save_checkpoint(model, swin_jax.init_params(model, 1), tmp_path / "vit.npz", layout="vit_jax")
+    result = run("parity", "vit_tiny_patch16_224", "--img-size", "64", "96", "--checkpoint", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "(vit_jax layout)" in result.stdout and "logits    (2, 6)" in result.stdout

@@ -24,6 +24,9 @@ _LAZY = {
     "from_torch": "swin_jax.convert",
     "to_torch": "swin_jax.convert",
     "CheckpointMismatchError": "swin_jax.convert",
+    "load_checkpoint": "swin_jax.checkpoint_io",
+    "save_checkpoint": "swin_jax.checkpoint_io",
+    "resample_pos_embed": "swin_jax.resample",
     "check_parity": "swin_jax.parity",
 }
 

@@ -117,34 +117,41 @@ def check_parity(
     """Run `name` in swin_jax and in PyTorch on the same images and weights and compare every
     stage output and the logits (fp32, matmul precision highest).
 
-    Weights: the timm-layout `checkpoint` (.pth/.pt/.safetensors), or, without one, random
-    parameters at O(1) scale (`swin_torch_ref.randomize_parameters`). The class count is read
-    from the checkpoint's classifier.
+    Weights: a `checkpoint` file in any layout the converter reads (detected from its keys), or,
+    without one, random parameters at O(1) scale (`swin_torch_ref.randomize_parameters`). The
+    class count is read from the checkpoint's classifier.
     """
     import torch
 
     import swin_torch_ref
     from swin_jax.checkpoint_io import read_state_dict
+    from swin_jax.convert import detect_layout, get_layout, to_torch
 
     if name not in MODEL_CONFIGS:
         get_config(name)  # raises the unknown-model error
     if img_size is not None:
         overrides["img_size"] = tuple(img_size)
-    state_dict = None
+    state_dict, layout = None, "timm"
     if checkpoint is not None:
         state_dict = read_state_dict(checkpoint)
-        overrides.setdefault("num_classes", infer_num_classes(state_dict, MODEL_CONFIGS[name][0]))
+        layout = detect_layout(list(state_dict))
+        overrides.setdefault("num_classes", infer_num_classes(state_dict, MODEL_CONFIGS[name][0], layout))
     jax_model = create_model(name, **overrides)
+    torch_model = build_torch_model(name, reference, **overrides)
     if state_dict is not None:
-        params = from_torch(jax_model, state_dict)  # checks every key and shape, names what is wrong
-        torch_state = {k: torch.as_tensor(np.asarray(v)) for k, v in state_dict.items()}
-        weights = str(checkpoint)
+        params = from_torch(jax_model, state_dict, layout)  # checks every key and shape, names what is wrong
+        weights = f"{checkpoint} ({layout} layout)"
+        expected = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
+        kept = {k: v for k, v in state_dict.items() if not get_layout(layout).is_ignored(k)}
+        if layout == "timm" and {k: tuple(v.shape) for k, v in kept.items()} == expected:
+            torch_state = {k: torch.as_tensor(np.asarray(v)) for k, v in kept.items()}  # the file itself
+        else:  # another layout, or a resampled grid: PyTorch gets the converted weights
+            torch_state = {k: torch.from_numpy(v) for k, v in to_torch(jax_model, params).items()}
     else:
         torch_state = swin_torch_ref.randomize_parameters(swin_torch_ref.create_model(name, **overrides), seed).state_dict()
         params = from_torch(jax_model, torch_state)
         weights = f"random O(1) (seed {seed})"
-    torch_model = build_torch_model(name, reference, **overrides)
-    torch_model.load_state_dict(torch_state, strict=False)  # from_torch already checked the keys
+    torch_model.load_state_dict(torch_state, strict=True)
 
     cfg = jax_model.config
     images = torch.randn(batch, cfg.in_chans, *cfg.img_size, generator=torch.Generator().manual_seed(seed))
