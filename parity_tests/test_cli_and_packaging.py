@@ -86,28 +86,36 @@ def test_imports_stay_light(module, forbidden):
 
 
 def test_list_models_has_timm_names():
+    import timm
+
     import swin_jax
 
-    names = swin_jax.list_models("swin_*")
-    assert names == sorted([
+    assert swin_jax.list_models("swin_*") == sorted([
         "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
         "swin_base_patch4_window12_384", "swin_large_patch4_window7_224", "swin_large_patch4_window12_384"])
+    assert len(swin_jax.list_models("vit_*")) == 11
+    assert set(swin_jax.list_models()) <= set(timm.list_models())
 
 
-@pytest.mark.parametrize("name, params", [
-    ("swin_tiny_patch4_window7_224", 28_288_354), ("swin_small_patch4_window7_224", 49_606_258),
-    ("swin_base_patch4_window7_224", 87_768_224), ("swin_large_patch4_window7_224", 196_532_476),
+@pytest.mark.parametrize("name, params, overrides", [
+    ("swin_tiny_patch4_window7_224", 28_288_354, {}), ("swin_small_patch4_window7_224", 49_606_258, {}),
+    ("swin_base_patch4_window7_224", 87_768_224, {}), ("swin_large_patch4_window7_224", 196_532_476, {}),
+    ("vit_base_patch16_224", 86_567_656, {}), ("vit_large_patch16_224", 304_326_632, {}),
+    ("vit_huge_patch14_224", 632_045_800, {"num_classes": 1000}), ("vit_huge_patch14_224", None, {}),
+    ("vit_small_patch16_384", None, {}), ("vit_tiny_patch16_224", None, {}),
+    ("vit_base_patch32_224", None, {}), ("swin_large_patch4_window12_384", None, {}),
 ])
-def test_named_configs_have_timm_parameter_counts(name, params):
+def test_named_configs_have_timm_parameter_counts(name, params, overrides):
     import jax
     import timm
 
     import swin_jax
 
-    count = sum(leaf.size for leaf in jax.tree.leaves(swin_jax.param_shapes(swin_jax.create_model(name))))
-    assert count == params
+    model = swin_jax.create_model(name, **overrides)
+    count = sum(leaf.size for leaf in jax.tree.leaves(swin_jax.param_shapes(model)))
+    assert params is None or count == params  # the numbers in shared/REFERENCE.md
     with torch.device("meta"):
-        assert count == sum(p.numel() for p in timm.create_model(name, pretrained=False).parameters())
+        assert count == sum(p.numel() for p in timm.create_model(name, pretrained=False, **overrides).parameters())
 
 
 def test_parity_cli_vit_random_weights():
@@ -125,3 +133,23 @@ def test_parity_cli_vit_npz_checkpoint(tmp_path):
     result = run("parity", "vit_tiny_patch16_224", "--img-size", "64", "96", "--checkpoint", str(path))
     assert result.returncode == 0, result.stderr
     assert "(vit_jax layout)" in result.stdout and "logits    (2, 6)" in result.stdout
+
+
+def _all_names():
+    import swin_jax
+
+    return swin_jax.list_models()
+
+
+@pytest.mark.parametrize("name", _all_names())
+def test_every_named_config_has_timm_keys_and_shapes(name):
+    """swin_jax.create_model(name) and timm.create_model(name) hold the same tensors."""
+    import timm
+
+    import swin_jax
+    from swin_jax.convert import _specs, get_layout
+
+    ours = {s.canonical: s.canonical_shape for s in _specs(swin_jax.create_model(name), get_layout("timm"))}
+    with torch.device("meta"):
+        theirs = {k: tuple(v.shape) for k, v in timm.create_model(name, pretrained=False).state_dict().items()}
+    assert ours == theirs

@@ -210,7 +210,8 @@ MODEL_CONFIGS.update({
 MODEL_CONFIGS.update({
     "vit_small_patch32_224": (VitConfig, _vit(224, 32, *_VIT_SIZES["small"])),
     "vit_base_patch32_224": (VitConfig, _vit(224, 32, *_VIT_SIZES["base"])),
-    "vit_huge_patch14_224": (VitConfig, _vit(224, 14, 1280, 32, 16)),
+    # timm's default weights for this name are the in21k feature extractor: no classifier
+    "vit_huge_patch14_224": (VitConfig, {**_vit(224, 14, 1280, 32, 16), "num_classes": 0}),
 })
 
 
