@@ -12,7 +12,7 @@ import swin_torch_ref
 AVG = dict(global_pool="avg")  # timm: mean of the patch tokens, then fc_norm
 AVG_NO_CLASS = dict(global_pool="avg", class_token=False)
 # Google's 'gap' head: normalise the tokens, then average
-CUSTOM_GAP = dict(img_size=(96, 160), patch_size=8, embed_dim=64, depth=4, num_heads=4, global_pool="avg",
+CUSTOM_GAP = dict(img_size=(96, 160), patch_size=8, embed_dim=64, depth=4, num_heads=4, mlp_ratio=3.0, global_pool="avg",
                   fc_norm=False, num_classes=11, in_chans=2)
 
 CASES = [
