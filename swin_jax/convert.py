@@ -1,17 +1,15 @@
-"""Weight conversion between swin_jax params and checkpoint layouts (timm, Google .npz, ...).
+"""Weight conversion between swin_jax params and every checkpoint layout in `swin_jax.layouts`.
 
-One engine reads every layout. Our Flax module names mirror timm's, so each parameter has a
-canonical timm key derived mechanically from its Flax path (`layers_1/blocks_0/attn/qkv/kernel`
--> `layers.1.blocks.0.attn.qkv.weight`) and a canonical tensor (timm's layout: Dense kernels
-transposed, Conv kernels HWIO -> OIHW). A `Layout` is a table of `Rule`s on top of that: a
-regex on the canonical key, the layout's key (or keys, when a tensor is split), and the name
-of a tensor transform. Keys no rule matches keep their canonical name and tensor.
+One engine reads every layout table. Our Flax module names mirror timm's, so each parameter has
+a canonical timm key derived mechanically from its Flax path (`layers_1/blocks_0/attn/qkv/kernel`
+-> `layers.1.blocks.0.attn.qkv.weight`) and a canonical tensor (timm's: Dense kernels transposed,
+Conv kernels HWIO -> OIHW). The layout's rules take it from there to the file's keys and back.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -19,8 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from swin_jax.layouts import LAYOUTS, TRANSFORMS, Layout, bind_template, detect_layout, get_layout
 from swin_jax.models import param_shapes
-from swin_jax.resample import resample_pos_embed
+from swin_jax.resample import resample_pos_embed, resize_rel_pos_bias_table
+
+__all__ = ["LAYOUTS", "CheckpointMismatchError", "detect_layout", "from_torch", "to_torch", "get_layout"]
 
 # (Flax leaf name, ndim) -> axis permutation taking the Flax tensor to the PyTorch tensor.
 TORCH_FROM_FLAX_AXES: dict[tuple[str, int], tuple[int, ...]] = {
@@ -31,134 +32,21 @@ TORCH_FROM_FLAX_AXES: dict[tuple[str, int], tuple[int, ...]] = {
 TORCH_LEAF_NAMES = {"kernel": "weight", "scale": "weight"}
 
 
-def _split3(t: Any) -> list:
-    third = t.shape[0] // 3
-    return [t[i * third:(i + 1) * third] for i in range(3)]
-
-
-def _stack(ts: Sequence[Any]) -> Any:
-    return np.concatenate([np.asarray(t) for t in ts], axis=0)
-
-
-# name -> (canonical tensor -> layout tensors, layout tensors -> canonical tensor). Written with
-# array methods and slicing so that they also run on jax.ShapeDtypeStruct under jax.eval_shape.
-TRANSFORMS: dict[str, tuple[Callable[[Any, Any], list], Callable[[Sequence[Any], Any], Any]]] = {
-    "same": (lambda t, cfg: [t], lambda ts, cfg: ts[0]),
-    # Linear (out, in) <-> Dense kernel (in, out)
-    "transpose": (lambda t, cfg: [t.T], lambda ts, cfg: np.asarray(ts[0]).T),
-    # Conv OIHW <-> HWIO
-    "conv_hwio": (lambda t, cfg: [t.transpose(2, 3, 1, 0)], lambda ts, cfg: np.asarray(ts[0]).transpose(3, 2, 0, 1)),
-    # fused qkv Linear (3D, D) <-> query/key/value kernels (D, heads, head_dim)
-    "qkv_heads_kernel": (
-        lambda t, cfg: [w.T.reshape(w.shape[1], cfg.num_heads, -1) for w in _split3(t)],
-        lambda ts, cfg: _stack([np.asarray(k).reshape(k.shape[0], -1).T for k in ts]),
-    ),
-    # fused qkv bias (3D,) <-> query/key/value biases (heads, head_dim)
-    "qkv_heads_bias": (
-        lambda t, cfg: [b.reshape(cfg.num_heads, -1) for b in _split3(t)],
-        lambda ts, cfg: _stack([np.asarray(b).reshape(-1) for b in ts]),
-    ),
-    # attention output Linear (D, D) <-> out kernel (heads, head_dim, D)
-    "out_heads_kernel": (
-        lambda t, cfg: [t.T.reshape(cfg.num_heads, -1, t.shape[0])],
-        lambda ts, cfg: np.asarray(ts[0]).reshape(-1, ts[0].shape[-1]).T,
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Canonical keys matching `pattern` are stored under `keys` (regex templates) after
-    `transform`; several keys split one tensor. No keys: the layout cannot hold the tensor,
-    and `why` says so."""
-
-    pattern: str
-    keys: tuple[str, ...]
-    transform: str = "same"
-    why: str = ""
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A checkpoint layout, as data read by the converter engine."""
-
-    name: str
-    description: str
-    signature: str  # regex that some key of every checkpoint in this layout matches
-    rules: tuple[Rule, ...] = ()
-    ignored: tuple[str, ...] = ()  # regexes of non-parameter keys files may hold (saved buffers)
-
-    def plan(self, canonical: str) -> tuple[tuple[str, ...], str]:
-        """The layout keys and tensor transform of one canonical key."""
-        for rule in self.rules:
-            match = re.fullmatch(rule.pattern, canonical)
-            if match:
-                if not rule.keys:
-                    raise ValueError(f"the {self.name} layout cannot hold {canonical}: {rule.why}")
-                return tuple(match.expand(k) for k in rule.keys), rule.transform
-        return (canonical,), "same"
-
-    def is_ignored(self, key: str) -> bool:
-        return any(re.search(pattern, key) for pattern in self.ignored)
-
-
-def _google_vit(name: str, description: str, prefix: str, pos: str, attn: str, norm2: str, mlp: str) -> Layout:
-    """Google's JAX ViT names: vit_jax (`Transformer/posembed_input`, MHA_1, LayerNorm_2,
-    MlpBlock_3) and big_vision (`pos_embedding`, MHA_0, LayerNorm_1, MlpBlock_0, under params/)."""
-    block = prefix + r"Transformer/encoderblock_\1/"
-    mha = block + attn + "/"
-    r = Rule
-    return Layout(name, description, "^" + re.escape(prefix + "Transformer/encoderblock_0/"), rules=(
-        r(r"cls_token", (prefix + "cls",)),
-        r(r"pos_embed", (prefix + pos,)),
-        r(r"patch_embed\.proj\.weight", (prefix + "embedding/kernel",), "conv_hwio"),
-        r(r"patch_embed\.proj\.bias", (prefix + "embedding/bias",)),
-        r(r"blocks\.(\d+)\.norm1\.weight", (block + "LayerNorm_0/scale",)),
-        r(r"blocks\.(\d+)\.norm1\.bias", (block + "LayerNorm_0/bias",)),
-        r(r"blocks\.(\d+)\.attn\.qkv\.weight", tuple(mha + f"{n}/kernel" for n in ("query", "key", "value")),
-          "qkv_heads_kernel"),
-        r(r"blocks\.(\d+)\.attn\.qkv\.bias", tuple(mha + f"{n}/bias" for n in ("query", "key", "value")),
-          "qkv_heads_bias"),
-        r(r"blocks\.(\d+)\.attn\.proj\.weight", (mha + "out/kernel",), "out_heads_kernel"),
-        r(r"blocks\.(\d+)\.attn\.proj\.bias", (mha + "out/bias",)),
-        r(r"blocks\.(\d+)\.norm2\.weight", (block + f"{norm2}/scale",)),
-        r(r"blocks\.(\d+)\.norm2\.bias", (block + f"{norm2}/bias",)),
-        r(r"blocks\.(\d+)\.mlp\.fc1\.weight", (block + f"{mlp}/Dense_0/kernel",), "transpose"),
-        r(r"blocks\.(\d+)\.mlp\.fc1\.bias", (block + f"{mlp}/Dense_0/bias",)),
-        r(r"blocks\.(\d+)\.mlp\.fc2\.weight", (block + f"{mlp}/Dense_1/kernel",), "transpose"),
-        r(r"blocks\.(\d+)\.mlp\.fc2\.bias", (block + f"{mlp}/Dense_1/bias",)),
-        r(r"norm\.weight", (prefix + "Transformer/encoder_norm/scale",)),
-        r(r"norm\.bias", (prefix + "Transformer/encoder_norm/bias",)),
-        r(r"fc_norm\..*", (), why="Google's ViT normalises the tokens before pooling; build the model with "
-                                   "fc_norm=False to use this layout"),
-        r(r"head\.weight", (prefix + "head/kernel",), "transpose"),
-        r(r"head\.bias", (prefix + "head/bias",)),
-    ))
-
-
-LAYOUTS: dict[str, Layout] = {
-    "timm": Layout(
-        "timm",
-        "timm's state_dict (also Hugging Face hub copies of timm weights)",
-        signature=r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$",
-        ignored=(r"(^|\.)relative_position_index$", r"(^|\.)attn_mask$"),
-    ),
-}
-for _layout in (
-    _google_vit("vit_jax", "Google's vit_jax .npz (ViT only)", "", "Transformer/posembed_input/pos_embedding",
-                "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"),
-    _google_vit("big_vision", "big_vision .npz, unscanned blocks (ViT only)", "params/", "pos_embedding",
-                "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0"),
-):
-    LAYOUTS[_layout.name] = _layout
-
-
-# Canonical keys whose tensors can be resized when a checkpoint's grid differs from the model's.
-def _resize_pos_embed(tensor: np.ndarray, shape: tuple[int, ...], config: Any) -> np.ndarray:
+# Canonical keys whose tensors are resized when the checkpoint was made for another image or
+# window size, as timm does it: (template, fn(tensor, model config, template variables)).
+def _resize_pos_embed(tensor: np.ndarray, config: Any, where: dict) -> np.ndarray:
     return resample_pos_embed(tensor, config.patch_grid, config.num_prefix_tokens)
 
 
-RESIZERS: dict[str, Callable[[np.ndarray, tuple[int, ...], Any], np.ndarray]] = {r"pos_embed": _resize_pos_embed}
+def _resize_bias_table(tensor: np.ndarray, config: Any, where: dict) -> np.ndarray:
+    window, _ = config.block_window_shift(where["i"], where["j"])
+    return resize_rel_pos_bias_table(tensor, window)
+
+
+RESIZERS: tuple[tuple[str, Callable[[np.ndarray, Any, dict], np.ndarray]], ...] = (
+    ("pos_embed", _resize_pos_embed),
+    ("layers.{i}.blocks.{j}.attn.relative_position_bias_table", _resize_bias_table),
+)
 
 
 class CheckpointMismatchError(ValueError):
@@ -198,31 +86,12 @@ def canonical_key(flax_path: tuple[str, ...]) -> str:
     return ".".join(parts + [TORCH_LEAF_NAMES.get(leaf, leaf)])
 
 
-def get_layout(layout: str | Layout) -> Layout:
-    if isinstance(layout, Layout):
-        return layout
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
-    return LAYOUTS[layout]
-
-
-def detect_layout(keys: Sequence[str]) -> str:
-    """The name of the layout whose signature the checkpoint's keys carry."""
-    found = [name for name, layout in LAYOUTS.items() if any(re.search(layout.signature, k) for k in keys)]
-    if len(found) != 1:
-        sample = ", ".join(list(keys)[:5])
-        raise ValueError(f"cannot tell the checkpoint's layout (keys start {sample}); "
-                         f"pass one of {', '.join(LAYOUTS)}" if not found else
-                         f"checkpoint matches several layouts ({', '.join(found)}); pass one")
-    return found[0]
-
-
 def _specs(model: nn.Module, layout: Layout) -> list[_Spec]:
     specs = []
     for path, leaf in traverse_util.flatten_dict(param_shapes(model)).items():
         axes = TORCH_FROM_FLAX_AXES.get((path[-1], len(leaf.shape)), tuple(range(len(leaf.shape))))
         canonical = canonical_key(path)
-        keys, transform = layout.plan(canonical)
+        keys, transform = layout.plan(model.config.family, canonical)
         to_layout = TRANSFORMS[transform][0]
         shape = jax.ShapeDtypeStruct(tuple(leaf.shape[a] for a in axes), jnp.float32)
         shapes = tuple(tuple(s.shape) for s in jax.eval_shape(lambda t: to_layout(t, model.config), shape))
@@ -240,15 +109,18 @@ def _to_numpy(value: Any) -> np.ndarray:
 
 
 def _resized(spec: _Spec, parts: list[np.ndarray], config: Any) -> np.ndarray | None:
-    """The checkpoint tensor resized to the model's grid, or None where that does not apply."""
-    resize = next((fn for pattern, fn in RESIZERS.items() if re.fullmatch(pattern, spec.canonical)), None)
-    if resize is None or spec.transform != "same":
+    """The checkpoint tensor resized to the model's grid or window, or None where that does not apply."""
+    if spec.transform != "same":
         return None
-    try:
-        tensor = resize(parts[0], spec.canonical_shape, config)
-    except ValueError:
-        return None
-    return tensor if tuple(tensor.shape) == spec.canonical_shape else None
+    for template, resize in RESIZERS:
+        where = bind_template(template, spec.canonical)
+        if where is not None:
+            try:
+                tensor = resize(parts[0], config, where)
+            except ValueError:
+                return None
+            return tensor if tuple(tensor.shape) == spec.canonical_shape else None
+    return None
 
 
 def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | Layout = "timm",
@@ -256,8 +128,9 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
     """Convert a checkpoint's tensors (torch tensors or numpy arrays, keyed as in `layout`) into
     `model`'s params pytree.
 
-    Saved buffers (`relative_position_index`, `attn_mask`) are ignored. With `resize`, a ViT
-    position embedding for another patch grid is resampled as timm does (bicubic, antialiased).
+    Saved buffers (`relative_position_index`, `attn_mask`) are ignored. With `resize`, tensors
+    made for another image or window size are resized as timm does: ViT position embeddings
+    (bicubic, antialiased) and Swin relative position bias tables (timm's table interpolation).
     Any missing, unexpected or mis-shaped key raises one `CheckpointMismatchError` listing all.
     """
     layout = get_layout(layout)
@@ -316,7 +189,10 @@ def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout =
 def infer_num_classes(state_dict: Mapping[str, Any], config_cls: type, layout: str | Layout = "timm") -> int:
     """Class count of a checkpoint from its classifier weight; 0 when it has no classifier."""
     layout = get_layout(layout)
-    keys, transform = layout.plan(config_cls.head_key)
+    try:
+        keys, transform = layout.plan(config_cls.family, config_cls.head_key)
+    except ValueError:  # a layout without classifiers
+        return 0
     head = state_dict.get(keys[0])
     if head is None:
         return 0

@@ -69,3 +69,54 @@ def resample_pos_embed(
     dim = grid.shape[-1]
     resized = resize_bicubic_antialias(grid.reshape(*old_grid, dim), new_grid).reshape(1, -1, dim)
     return np.concatenate([prefix, resized.astype(pos_embed.dtype)], axis=1)
+
+
+def _geometric_positions(src: int, dst: int) -> np.ndarray:
+    """Source sample positions of timm's (BEiT's) table resize: spaced by a geometric progression
+    whose ratio is found by bisection, so that the outermost source row lands near dst // 2."""
+    left, right = 1.01, 1.5
+    while right - left > 1e-6:
+        q = (left + right) / 2.0
+        if (1.0 - q ** (src // 2)) / (1.0 - q) > dst // 2:
+            right = q
+        else:
+            left = q
+    dis, cur = [], 1.0
+    for i in range(src // 2):
+        dis.append(cur)
+        cur += q ** (i + 1)
+    return np.array([-d for d in reversed(dis)] + [0.0] + dis)
+
+
+def _linear_weights(points: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """(len(targets), len(points)) weights of timm's RegularGridInterpolator along one axis:
+    linear between the neighbouring points, clamped to the ends."""
+    right = np.minimum(np.searchsorted(points, targets, side="left"), len(points) - 1)
+    left = np.clip(right - 1, 0, len(points) - 1)
+    d_left = np.maximum(targets - points[left], 0.0)
+    d_right = np.maximum(points[right] - targets, 0.0)
+    both_zero = (d_left == 0) & (d_right == 0)
+    d_left, d_right = np.where(both_zero, 1.0, d_left), np.where(both_zero, 1.0, d_right)
+    weights = np.zeros((len(targets), len(points)))
+    rows = np.arange(len(targets))
+    np.add.at(weights, (rows, left), d_right / (d_left + d_right))
+    np.add.at(weights, (rows, right), d_left / (d_left + d_right))
+    return weights
+
+
+def resize_rel_pos_bias_table(table: np.ndarray, new_window: tuple[int, int]) -> np.ndarray:
+    """timm's `resize_rel_pos_bias_table` (its default, scipy-free path): a Swin relative position
+    bias table ((2w-1)^2, heads) of a square source window onto `new_window`."""
+    table = np.asarray(table)
+    entries, heads = table.shape
+    side = int(math.isqrt(entries))
+    if side * side != entries:
+        raise ValueError(f"relative position bias table of {entries} entries is not a square window's")
+    dst = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
+    if (side, side) == dst:
+        return table
+    wy = _linear_weights(_geometric_positions(side, dst[0]), np.arange(-(dst[0] // 2), dst[0] // 2 + 0.1))
+    wx = _linear_weights(_geometric_positions(side, dst[1]), np.arange(-(dst[1] // 2), dst[1] // 2 + 0.1))
+    grid = table.astype(np.float64).reshape(side, side, heads)
+    out = np.einsum("yh,xw,hwc->yxc", wy, wx, grid)
+    return out.reshape(-1, heads).astype(table.dtype)

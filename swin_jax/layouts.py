@@ -1,0 +1,342 @@
+"""Checkpoint layouts as data: key templates and tensor transforms, per model family.
+
+Every layout is written against the canonical key set, which is timm's state_dict. A `Rule`
+pairs a canonical template with the layout's template(s):
+
+    Rule("layers.{i}.downsample.{rest}", "layers.{i-1}.downsample.{rest}")
+
+`{i}`, `{j}` are integers and may appear as affine forms (`{i-1}`, `{2*i+1}`) on either side;
+`{rest}` is any text. Rules translate both ways: canonical -> layout for export (and to know
+what a model needs), layout -> canonical for import and `inspect`. Several layout templates
+split one canonical tensor (HF's q/k/v projections); `transform` names the tensor operation.
+Keys that no rule matches keep their canonical name and tensor. The converter engine in
+`swin_jax.convert` reads these tables; nothing here knows about Flax.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensor transforms: name -> (canonical tensor -> layout tensors, layout tensors -> canonical).
+# Written with array methods and slicing, so they also run under jax.eval_shape.
+
+
+def _split3(t: Any) -> list:
+    third = t.shape[0] // 3
+    return [t[i * third:(i + 1) * third] for i in range(3)]
+
+
+def _concat(ts: Sequence[Any]) -> np.ndarray:
+    return np.concatenate([np.asarray(t) for t in ts], axis=0)
+
+
+Transform = tuple[Callable[[Any, Any], list], Callable[[Sequence[Any], Any], Any]]
+
+TRANSFORMS: dict[str, Transform] = {
+    "same": (lambda t, cfg: [t], lambda ts, cfg: ts[0]),
+    # Linear (out, in) <-> Dense kernel (in, out)
+    "transpose": (lambda t, cfg: [t.T], lambda ts, cfg: np.asarray(ts[0]).T),
+    # Conv OIHW <-> HWIO
+    "conv_hwio": (lambda t, cfg: [t.transpose(2, 3, 1, 0)], lambda ts, cfg: np.asarray(ts[0]).transpose(3, 2, 0, 1)),
+    # fused qkv (3D, ...) <-> separate q, k, v (D, ...)
+    "split3": (lambda t, cfg: _split3(t), lambda ts, cfg: _concat(ts)),
+    # fused qkv Linear (3D, D) <-> query/key/value kernels (D, heads, head_dim)
+    "qkv_heads_kernel": (
+        lambda t, cfg: [w.T.reshape(w.shape[1], cfg.num_heads, -1) for w in _split3(t)],
+        lambda ts, cfg: _concat([np.asarray(k).reshape(k.shape[0], -1).T for k in ts]),
+    ),
+    # fused qkv bias (3D,) <-> query/key/value biases (heads, head_dim)
+    "qkv_heads_bias": (
+        lambda t, cfg: [b.reshape(cfg.num_heads, -1) for b in _split3(t)],
+        lambda ts, cfg: _concat([np.asarray(b).reshape(-1) for b in ts]),
+    ),
+    # attention output Linear (D, D) <-> out kernel (heads, head_dim, D)
+    "out_heads_kernel": (
+        lambda t, cfg: [t.T.reshape(cfg.num_heads, -1, t.shape[0])],
+        lambda ts, cfg: np.asarray(ts[0]).reshape(-1, ts[0].shape[-1]).T,
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Key templates
+
+
+_PLACEHOLDER = re.compile(r"\{([^}]*)\}")
+_AFFINE = re.compile(r"^(?:(\d+)\*)?([a-z])(?:([+-])(\d+))?$")
+
+
+def _parse(template: str) -> tuple[re.Pattern, list[tuple[str, int, int]]]:
+    """Regex of a template and, per placeholder, (variable, scale, offset); `rest` is text."""
+    pattern, slots, pos = "", [], 0
+    for m in _PLACEHOLDER.finditer(template):
+        pattern += re.escape(template[pos:m.start()])
+        expr = m.group(1)
+        if expr == "rest":
+            pattern += "(.+)"
+            slots.append(("rest", 1, 0))
+        else:
+            a = _AFFINE.match(expr)
+            if not a:
+                raise ValueError(f"bad placeholder {{{expr}}} in {template!r}")
+            scale, var, sign, offset = a.groups()
+            pattern += r"(\d+)"
+            slots.append((var, int(scale or 1), (-1 if sign == "-" else 1) * int(offset or 0)))
+        pos = m.end()
+    pattern += re.escape(template[pos:])
+    return re.compile(pattern), slots
+
+
+def bind_template(template: str, key: str) -> Optional[dict[str, Any]]:
+    """Variables of `template` that produce `key`, or None if it does not match."""
+    regex, slots = _parse(template)
+    m = regex.fullmatch(key)
+    if not m:
+        return None
+    values: dict[str, Any] = {}
+    for (var, scale, offset), text in zip(slots, m.groups()):
+        if var == "rest":
+            value: Any = text
+        else:
+            value, remainder = divmod(int(text) - offset, scale)
+            if remainder or value < 0:
+                return None
+        if values.setdefault(var, value) != value:
+            return None
+    return values
+
+
+def _fill(template: str, values: dict[str, Any]) -> str:
+    def one(m: re.Match) -> str:
+        expr = m.group(1)
+        if expr == "rest":
+            return values["rest"]
+        scale, var, sign, offset = _AFFINE.match(expr).groups()
+        return str(int(scale or 1) * values[var] + (-1 if sign == "-" else 1) * int(offset or 0))
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A canonical key template and the layout's key template(s). No layout keys: the layout
+    cannot hold such a tensor, and `why` says so."""
+
+    canonical: str
+    layout: tuple[str, ...] | str
+    transform: str = "same"
+    why: str = ""
+
+    @property
+    def layout_keys(self) -> tuple[str, ...]:
+        return (self.layout,) if isinstance(self.layout, str) else tuple(self.layout)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A checkpoint layout: per model family, the rules from canonical (timm) keys to its keys."""
+
+    name: str
+    description: str
+    signature: str  # regex that some key of every checkpoint in this layout matches
+    rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)  # family -> rules
+    ignored: tuple[str, ...] = ()  # regexes of non-parameter keys files may hold (saved buffers)
+
+    def families(self) -> tuple[str, ...]:
+        return tuple(self.rules)
+
+    def plan(self, family: str, canonical: str) -> tuple[tuple[str, ...], str]:
+        """The layout keys and tensor transform of one canonical key."""
+        if family not in self.rules:
+            raise ValueError(f"the {self.name} layout holds {' and '.join(self.rules)} models, not {family}")
+        for rule in self.rules[family]:
+            values = bind_template(rule.canonical, canonical)
+            if values is not None:
+                if not rule.layout_keys:
+                    raise ValueError(f"the {self.name} layout cannot hold {canonical}: {rule.why}")
+                return tuple(_fill(t, values) for t in rule.layout_keys), rule.transform
+        return (canonical,), "same"
+
+    def canonical(self, family: str, key: str) -> tuple[str, int, str]:
+        """(canonical key, part index, transform) of one of this layout's keys."""
+        for rule in self.rules.get(family, ()):
+            for part, template in enumerate(rule.layout_keys):
+                values = bind_template(template, key)
+                if values is not None:
+                    return _fill(rule.canonical, values), part, rule.transform
+        return key, 0, "same"
+
+    def is_ignored(self, key: str) -> bool:
+        return any(re.search(pattern, key) for pattern in self.ignored)
+
+
+# ---------------------------------------------------------------------------------------------
+# The layouts
+
+SWIN_BUFFERS = (r"(^|\.)relative_position_index$", r"(^|\.)attn_mask$")
+R = Rule
+
+
+def _google_vit(name: str, description: str, prefix: str, pos: str, attn: str, norm2: str, mlp: str) -> Layout:
+    """Google's JAX ViT names: vit_jax (`Transformer/posembed_input`, MHA_1, LayerNorm_2,
+    MlpBlock_3) and big_vision (`pos_embedding`, MHA_0, LayerNorm_1, MlpBlock_0, under params/)."""
+    block = prefix + "Transformer/encoderblock_{i}/"
+    mha = block + attn + "/"
+    return Layout(name, description, "^" + re.escape(prefix + "Transformer/encoderblock_0/"), {"vit": (
+        R("cls_token", prefix + "cls"),
+        R("pos_embed", prefix + pos),
+        R("patch_embed.proj.weight", prefix + "embedding/kernel", "conv_hwio"),
+        R("patch_embed.proj.bias", prefix + "embedding/bias"),
+        R("blocks.{i}.norm1.weight", block + "LayerNorm_0/scale"),
+        R("blocks.{i}.norm1.bias", block + "LayerNorm_0/bias"),
+        R("blocks.{i}.attn.qkv.weight", tuple(mha + f"{n}/kernel" for n in ("query", "key", "value")),
+          "qkv_heads_kernel"),
+        R("blocks.{i}.attn.qkv.bias", tuple(mha + f"{n}/bias" for n in ("query", "key", "value")), "qkv_heads_bias"),
+        R("blocks.{i}.attn.proj.weight", mha + "out/kernel", "out_heads_kernel"),
+        R("blocks.{i}.attn.proj.bias", mha + "out/bias"),
+        R("blocks.{i}.norm2.weight", block + f"{norm2}/scale"),
+        R("blocks.{i}.norm2.bias", block + f"{norm2}/bias"),
+        R("blocks.{i}.mlp.fc1.weight", block + f"{mlp}/Dense_0/kernel", "transpose"),
+        R("blocks.{i}.mlp.fc1.bias", block + f"{mlp}/Dense_0/bias"),
+        R("blocks.{i}.mlp.fc2.weight", block + f"{mlp}/Dense_1/kernel", "transpose"),
+        R("blocks.{i}.mlp.fc2.bias", block + f"{mlp}/Dense_1/bias"),
+        R("norm.weight", prefix + "Transformer/encoder_norm/scale"),
+        R("norm.bias", prefix + "Transformer/encoder_norm/bias"),
+        R("fc_norm.{rest}", (), why="Google's ViT normalises the tokens before pooling; build the model with "
+                                    "fc_norm=False to use this layout"),
+        R("head.weight", prefix + "head/kernel", "transpose"),
+        R("head.bias", prefix + "head/bias"),
+    )})
+
+
+def _hugging_face(name: str, description: str, v4: bool, bare: bool) -> Layout:
+    """transformers' Swin/ViT: v5 state_dicts (q_proj, ..., `vit.layers`) or the v4 names that
+    checkpoint files on the hub carry (attention.self.query, ..., `vit.encoder.layer`).
+    `bare`: SwinModel / ViTModel (no prefix, no classifier) instead of *ForImageClassification."""
+    swin, vit = ("", "") if bare else ("swin.", "vit.")
+    sb = swin + "encoder.layers.{i}.blocks.{j}."
+    vb = vit + ("encoder.layer.{i}." if v4 else "layers.{i}.")
+    if v4:
+        qkv = ("attention.self.query", "attention.self.key", "attention.self.value")
+        vit_qkv = tuple(k.replace(".self.", ".attention.") for k in qkv)
+        proj, table, fc1, fc2 = "attention.output.dense", "attention.self.relative_position_bias_table", \
+            "intermediate.dense", "output.dense"
+    else:
+        qkv = vit_qkv = ("attention.q_proj", "attention.k_proj", "attention.v_proj")
+        proj, table, fc1, fc2 = "attention.o_proj", "attention.relative_position_bias.relative_position_bias_table", \
+            "mlp.fc1", "mlp.fc2"
+    if bare:
+        why = "transformers' SwinModel / ViTModel has no classifier; use the layout without _model, or num_classes=0"
+        heads = {"swin": R("head.fc.{rest}", (), why=why), "vit": R("head.{rest}", (), why=why)}
+    else:
+        heads = {"swin": R("head.fc.{rest}", "classifier.{rest}"), "vit": R("head.{rest}", "classifier.{rest}")}
+    first_swin = re.escape(sb.format(i=0, j=0) + qkv[0])
+    first_vit = re.escape(vb.format(i=0) + vit_qkv[0])
+    signature = f"^({first_swin}|{first_vit})\\.weight$"
+    return Layout(name, description, signature, {
+        "swin": (
+            R("patch_embed.proj.{rest}", swin + "embeddings.patch_embeddings.projection.{rest}"),
+            R("patch_embed.norm.{rest}", swin + "embeddings.norm.{rest}"),
+            R("layers.{i}.blocks.{j}.norm1.{rest}", sb + "layernorm_before.{rest}"),
+            R("layers.{i}.blocks.{j}.norm2.{rest}", sb + "layernorm_after.{rest}"),
+            R("layers.{i}.blocks.{j}.attn.qkv.{rest}", tuple(sb + f"{q}.{{rest}}" for q in qkv), "split3"),
+            R("layers.{i}.blocks.{j}.attn.proj.{rest}", sb + proj + ".{rest}"),
+            R("layers.{i}.blocks.{j}.attn.relative_position_bias_table", sb + table),
+            R("layers.{i}.blocks.{j}.mlp.fc1.{rest}", sb + fc1 + ".{rest}"),
+            R("layers.{i}.blocks.{j}.mlp.fc2.{rest}", sb + fc2 + ".{rest}"),
+            R("layers.{i}.downsample.{rest}", swin + "encoder.layers.{i-1}.downsample.{rest}"),
+            R("norm.{rest}", swin + "layernorm.{rest}"),
+            heads["swin"],
+        ),
+        "vit": (
+            R("cls_token", vit + "embeddings.cls_token"),
+            R("pos_embed", vit + "embeddings.position_embeddings"),
+            R("patch_embed.proj.{rest}", vit + "embeddings.patch_embeddings.projection.{rest}"),
+            R("blocks.{i}.norm1.{rest}", vb + "layernorm_before.{rest}"),
+            R("blocks.{i}.norm2.{rest}", vb + "layernorm_after.{rest}"),
+            R("blocks.{i}.attn.qkv.{rest}", tuple(vb + f"{q}.{{rest}}" for q in vit_qkv), "split3"),
+            R("blocks.{i}.attn.proj.{rest}", vb + proj + ".{rest}"),
+            R("blocks.{i}.mlp.fc1.{rest}", vb + fc1 + ".{rest}"),
+            R("blocks.{i}.mlp.fc2.{rest}", vb + fc2 + ".{rest}"),
+            R("norm.{rest}", vit + "layernorm.{rest}"),
+            R("fc_norm.{rest}", (), why="transformers' ViT pools the class token; use global_pool='token'"),
+            heads["vit"],
+        ),
+    }, ignored=SWIN_BUFFERS + (r"^pooler\.",))  # ViTModel's tanh pooler is not on the classifier path
+
+
+_LAYOUT_LIST = [
+    # Detection takes the first layout whose signature matches, so the more specific come first.
+    Layout(
+        "official", "Microsoft's official Swin .pth (downsample at the end of stages, `head`, saved buffers)",
+        r"^layers\.0\.downsample\.reduction\.weight$",
+        {"swin": (R("layers.{i}.downsample.{rest}", "layers.{i-1}.downsample.{rest}"),
+                  R("head.fc.{rest}", "head.{rest}"))},
+        ignored=SWIN_BUFFERS,
+    ),
+    Layout("timm", "timm's state_dict (also Hugging Face hub copies of timm weights)",
+           r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$", {"swin": (), "vit": ()}, ignored=SWIN_BUFFERS),
+    Layout(
+        "torchvision", "torchvision's swin_t/s/b and vit_b_16/b_32/l_16/l_32/h_14",
+        r"^(features\.0\.0\.weight|encoder\.layers\.encoder_layer_0\.ln_1\.weight)$",
+        {
+            "swin": (
+                R("patch_embed.proj.{rest}", "features.0.0.{rest}"),
+                R("patch_embed.norm.{rest}", "features.0.2.{rest}"),
+                R("layers.{i}.blocks.{j}.mlp.fc1.{rest}", "features.{2*i+1}.{j}.mlp.0.{rest}"),
+                R("layers.{i}.blocks.{j}.mlp.fc2.{rest}", "features.{2*i+1}.{j}.mlp.3.{rest}"),
+                R("layers.{i}.blocks.{j}.{rest}", "features.{2*i+1}.{j}.{rest}"),
+                R("layers.{i}.downsample.{rest}", "features.{2*i}.{rest}"),
+                R("head.fc.{rest}", "head.{rest}"),
+            ),
+            "vit": (
+                R("cls_token", "class_token"),
+                R("pos_embed", "encoder.pos_embedding"),
+                R("patch_embed.proj.{rest}", "conv_proj.{rest}"),
+                R("blocks.{i}.norm1.{rest}", "encoder.layers.encoder_layer_{i}.ln_1.{rest}"),
+                R("blocks.{i}.norm2.{rest}", "encoder.layers.encoder_layer_{i}.ln_2.{rest}"),
+                R("blocks.{i}.attn.qkv.weight", "encoder.layers.encoder_layer_{i}.self_attention.in_proj_weight"),
+                R("blocks.{i}.attn.qkv.bias", "encoder.layers.encoder_layer_{i}.self_attention.in_proj_bias"),
+                R("blocks.{i}.attn.proj.{rest}", "encoder.layers.encoder_layer_{i}.self_attention.out_proj.{rest}"),
+                R("blocks.{i}.mlp.fc1.{rest}", "encoder.layers.encoder_layer_{i}.mlp.0.{rest}"),
+                R("blocks.{i}.mlp.fc2.{rest}", "encoder.layers.encoder_layer_{i}.mlp.3.{rest}"),
+                R("norm.{rest}", "encoder.ln.{rest}"),
+                R("fc_norm.{rest}", (), why="torchvision's ViT pools the class token; use global_pool='token'"),
+                R("head.{rest}", "heads.head.{rest}"),
+            ),
+        },
+        ignored=SWIN_BUFFERS,
+    ),
+    _hugging_face("hf", "transformers v5 SwinForImageClassification / ViTForImageClassification", False, False),
+    _hugging_face("hf_model", "transformers v5 SwinModel / ViTModel (no classifier)", False, True),
+    _hugging_face("hf_v4", "transformers v4 names, as checkpoint files on the hub hold them", True, False),
+    _hugging_face("hf_v4_model", "transformers v4 SwinModel / ViTModel names (no classifier)", True, True),
+    _google_vit("big_vision", "big_vision .npz, unscanned blocks (ViT only)", "params/", "pos_embedding",
+                "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0"),
+    _google_vit("vit_jax", "Google's vit_jax .npz (ViT only)", "", "Transformer/posembed_input/pos_embedding",
+                "MultiHeadDotProductAttention_1", "LayerNorm_2", "MlpBlock_3"),
+]
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in _LAYOUT_LIST}
+
+
+def get_layout(layout: str | Layout) -> Layout:
+    if isinstance(layout, Layout):
+        return layout
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+    return LAYOUTS[layout]
+
+
+def detect_layout(keys: Sequence[str]) -> str:
+    """The name of the first layout whose signature one of the checkpoint's keys carries."""
+    for name, layout in LAYOUTS.items():
+        if any(re.search(layout.signature, k) for k in keys):
+            return name
+    sample = ", ".join(sorted(keys)[:4])
+    raise ValueError(f"cannot tell the checkpoint's layout from its {len(keys)} keys ({sample}, ...); "
+                     f"pass --layout / layout= one of {', '.join(LAYOUTS)}")
