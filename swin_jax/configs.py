@@ -136,9 +136,9 @@ class VitConfig:
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
+    layer_norm_eps: float = 1e-6  # timm and torchvision; transformers' ViT configs use 1e-12
 
     family = "vit"
-    layer_norm_eps = 1e-6
     head_key = "head.weight"
     intermediates = "blocks"
 

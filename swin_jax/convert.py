@@ -49,6 +49,23 @@ RESIZERS: tuple[tuple[str, Callable[[np.ndarray, Any, dict], np.ndarray]], ...] 
 )
 
 
+def _swin_block_buffer(kind: str, config: Any, i: int, j: int) -> np.ndarray | None:
+    """A Swin block's non-parameter buffer as the PyTorch code registers it (None: not registered)."""
+    from swin_jax.swin import relative_position_index, shifted_window_mask
+
+    window, shift = config.block_window_shift(i, j)
+    if kind == "relative_position_index":
+        return relative_position_index(window).astype(np.int64)
+    if kind == "relative_position_index_flat":
+        return relative_position_index(window).astype(np.int64).reshape(-1)
+    if kind == "attn_mask":
+        if not any(shift):
+            return None
+        padded = tuple(-(-r // w) * w for r, w in zip(config.stage_resolution(i), window))
+        return shifted_window_mask(padded, window, shift)
+    raise ValueError(f"unknown buffer kind {kind!r}")
+
+
 class CheckpointMismatchError(ValueError):
     """A state_dict does not fit the model: lists every missing, unexpected and mis-shaped key."""
 
@@ -160,9 +177,13 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
     return traverse_util.unflatten_dict(flat)
 
 
-def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout = "timm") -> dict[str, np.ndarray]:
+def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout = "timm",
+             buffers: bool = True) -> dict[str, np.ndarray]:
     """Convert `model`'s params pytree (or any pytree shaped like it, e.g. gradients) into a dict
-    of numpy arrays keyed as in `layout`; for PyTorch layouts, `torch.from_numpy` each to load it."""
+    of numpy arrays keyed as in `layout`; for PyTorch layouts, `torch.from_numpy` each to load it.
+
+    With `buffers`, the non-parameter buffers that the layout's library loads strictly (torchvision's
+    and Microsoft's saved `relative_position_index`, `attn_mask`) are written too."""
     layout = get_layout(layout)
     specs = _specs(model, layout)
     by_path = {s.flax_path: s for s in specs}
@@ -183,6 +204,13 @@ def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout =
         for key, tensor in zip(s.keys, TRANSFORMS[s.transform][0](canonical, model.config)):
             # np.array copies: writable, C-ordered arrays that torch.from_numpy takes without warnings
             out[key] = np.array(tensor, order="C")
+    cfg, family = model.config, model.config.family
+    for template, kind in layout.buffers.get(family, ()) if buffers else ():
+        for i, depth in enumerate(cfg.depths):
+            for j in range(depth):
+                value = _swin_block_buffer(kind, cfg, i, j)
+                if value is not None:
+                    out[layout.plan(family, template.format(i=i, j=j))[0][0]] = value
     return out
 
 

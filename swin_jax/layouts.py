@@ -146,6 +146,8 @@ class Layout:
     signature: str  # regex that some key of every checkpoint in this layout matches
     rules: dict[str, tuple[Rule, ...]] = field(default_factory=dict)  # family -> rules
     ignored: tuple[str, ...] = ()  # regexes of non-parameter keys files may hold (saved buffers)
+    # buffers the library loads strictly, written on export: family -> ((canonical template, kind), ...)
+    buffers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
     def families(self) -> tuple[str, ...]:
         return tuple(self.rules)
@@ -278,6 +280,8 @@ _LAYOUT_LIST = [
         {"swin": (R("layers.{i}.downsample.{rest}", "layers.{i-1}.downsample.{rest}"),
                   R("head.fc.{rest}", "head.{rest}"))},
         ignored=SWIN_BUFFERS,
+        buffers={"swin": (("layers.{i}.blocks.{j}.attn.relative_position_index", "relative_position_index"),
+                          ("layers.{i}.blocks.{j}.attn_mask", "attn_mask"))},
     ),
     Layout("timm", "timm's state_dict (also Hugging Face hub copies of timm weights)",
            r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$", {"swin": (), "vit": ()}, ignored=SWIN_BUFFERS),
@@ -311,6 +315,7 @@ _LAYOUT_LIST = [
             ),
         },
         ignored=SWIN_BUFFERS,
+        buffers={"swin": (("layers.{i}.blocks.{j}.attn.relative_position_index", "relative_position_index_flat"),)},
     ),
     _hugging_face("hf", "transformers v5 SwinForImageClassification / ViTForImageClassification", False, False),
     _hugging_face("hf_model", "transformers v5 SwinModel / ViTModel (no classifier)", False, True),
