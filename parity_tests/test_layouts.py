@@ -220,3 +220,30 @@ def test_family_only_layouts_refuse_the_other_family(layout):
     model = swin_jax.create_model(name)
     with pytest.raises(ValueError, match=f"the {layout} layout holds (swin|vit) models, not"):
         swin_jax.to_torch(model, swin_jax.param_shapes(model), layout)
+
+
+# ----- a checkpoint for another image / window size
+
+
+@pytest.mark.parametrize("overrides", [dict(img_size=384, window_size=12), dict(img_size=256, window_size=8)],
+                         ids=["224w7-to-384w12", "224w7-to-256w8"])
+def test_swin_bias_tables_resized_as_timm(overrides, record):
+    """A 224 / window-7 checkpoint into a model of another size and window: every relative
+    position bias table equals timm's resize (its checkpoint filter), and so do the logits."""
+    from timm.models import swin_transformer as timm_swin
+
+    small = dict(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4))
+    state = randomize_parameters(timm_model(SWIN_T, **small), seed=8).state_dict()
+    theirs = timm_model(SWIN_T, **small, **overrides)
+    theirs.load_state_dict(timm_swin.checkpoint_filter_fn(dict(state), theirs), strict=True)
+    model = swin_jax.create_model(SWIN_T, **small, **overrides)
+    params = swin_jax.from_torch(model, state)
+    ours = swin_jax.to_torch(model, params)
+    for key, value in theirs.state_dict().items():
+        if key.endswith("relative_position_bias_table"):
+            assert record("swin bias table resize vs timm", rel_diff(value.numpy(), ours[key])) <= FORWARD_TOL
+    images = _images(size=model.config.img_size)
+    with torch.no_grad():
+        expected = theirs(images).numpy()
+    assert record("swin resized model vs timm, logits", rel_diff(expected, _ours(model, params, images))) \
+        <= FORWARD_TOL

@@ -1,8 +1,13 @@
-"""Reading and writing checkpoint files: `.pth`/`.pt`/`.bin` (torch), `.safetensors`, `.npz`.
+"""Reading and writing checkpoint files: `.pth`/`.pt`/`.bin` (torch), `.safetensors`, `.npz`,
+and swin_jax's own params files, `.msgpack`.
 
-`.safetensors` and `.npz` are read and written with numpy alone. Writes go to a temporary file
-in the destination folder and are renamed into place, so a failed write never leaves a
-half-written file under the destination name.
+`.safetensors`, `.npz` and `.msgpack` are read and written without torch. Writes go to a
+temporary file in the destination folder and are renamed into place, so a failed write never
+leaves a half-written file under the destination name.
+
+Params files are Flax's msgpack serialisation of the params pytree (`flax.serialization`): one
+self-contained file that any Flax user reads with `flax.serialization.msgpack_restore`, with no
+extra dependency. Training checkpoints (optimizer state, steps, several kept) use orbax instead.
 """
 from __future__ import annotations
 
@@ -16,58 +21,94 @@ import numpy as np
 # Keys under which training scripts nest the weights (Microsoft's official Swin uses `model`).
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
 TORCH_SUFFIXES = (".pth", ".pt", ".bin")
+TENSOR_SUFFIXES = TORCH_SUFFIXES + (".safetensors", ".npz")  # flat {key: tensor} files
+PARAMS_SUFFIX = ".msgpack"  # swin_jax / Flax params pytree
 
 
 def read_state_dict(path: str | Path) -> dict[str, Any]:
     """Read a checkpoint file into a flat {key: tensor} dict (numpy arrays, or torch tensors for
-    torch files, read with `weights_only=True`)."""
+    torch files, read with `weights_only=True`). A truncated or corrupted file raises a
+    ValueError that says so."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.numpy import load_file
+    if suffix not in TENSOR_SUFFIXES:
+        raise ValueError(f"unsupported checkpoint type {suffix!r} ({path}); use {', '.join(TENSOR_SUFFIXES)}")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file
 
-        return dict(load_file(str(path)))
-    if suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    if suffix in TORCH_SUFFIXES:
+            return dict(load_file(str(path)))
+        if suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: archive[k] for k in archive.files}
         import torch
 
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        while isinstance(obj, dict):
-            nested = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)]
-            if not nested:
-                break
-            obj = obj[nested[0]]
-        if not isinstance(obj, dict):
-            raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict")
-        return dict(obj)
-    raise ValueError(f"unsupported checkpoint type {suffix!r} ({path}); use .safetensors, .npz, .pth, .pt or .bin")
+    except Exception as err:  # each reader fails its own way on a damaged file
+        raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
+    while isinstance(obj, dict):
+        nested = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)]
+        if not nested:
+            break
+        obj = obj[nested[0]]
+    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
+        raise ValueError(f"{path} holds no state_dict of tensors")
+    return dict(obj)
+
+
+def _write_atomic(path: Path, write: Any) -> Path:
+    """Call write(file) on a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_params(path: str | Path) -> dict:
+    """Read a `.msgpack` params file (Flax's serialisation of the params pytree)."""
+    from flax import serialization
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    try:
+        params = serialization.msgpack_restore(path.read_bytes())
+    except Exception as err:
+        raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__})") from err
+    if not isinstance(params, dict):
+        raise ValueError(f"{path} holds no params pytree")
+    return params
+
+
+def write_params(params: Any, path: str | Path) -> Path:
+    """Write a params pytree to a `.msgpack` file, atomically."""
+    import jax
+    from flax import serialization
+
+    host = jax.tree.map(np.asarray, params)
+    return _write_atomic(Path(path), lambda f: f.write(serialization.msgpack_serialize(host)))
 
 
 def write_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> Path:
     """Write numpy arrays to a `.safetensors` or `.npz` file, atomically."""
     path = Path(path)
     suffix = path.suffix.lower()
-    if suffix not in (".safetensors", ".npz"):
-        raise ValueError(f"cannot write {suffix!r} files ({path}); use .safetensors or .npz")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if suffix == ".npz":
-                np.savez(f, **tensors)
-            else:
-                from safetensors.numpy import save
+    if suffix == ".npz":
+        return _write_atomic(path, lambda f: np.savez(f, **tensors))
+    if suffix == ".safetensors":
+        from safetensors.numpy import save
 
-                f.write(save({k: np.ascontiguousarray(v) for k, v in tensors.items()}))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        return _write_atomic(path, lambda f: f.write(save({k: np.ascontiguousarray(v) for k, v in tensors.items()})))
+    raise ValueError(f"cannot write {suffix!r} files ({path}); use .safetensors or .npz")
 
 
 def load_checkpoint(model: Any, path: str | Path, layout: Optional[str] = None) -> dict:

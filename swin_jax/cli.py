@@ -1,9 +1,22 @@
-"""The `swin-jax` command line."""
+"""The `swin-jax` command line: parity, convert, inspect."""
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Optional, Sequence
+import time
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+MAX_KEY_LINES = 12  # a mismatch lists at most this many keys on the terminal
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if getattr(args, "img_size", None):
+        out["img_size"] = tuple(args.img_size)
+    if getattr(args, "window_size", None):
+        out["window_size"] = args.window_size
+    return out
 
 
 def _parity(args: argparse.Namespace) -> int:
@@ -11,24 +24,85 @@ def _parity(args: argparse.Namespace) -> int:
 
     report = check_parity(
         args.model, checkpoint=args.checkpoint, img_size=args.img_size, reference=args.reference,
-        seed=args.seed, batch=args.batch, tolerance=args.tolerance,
+        seed=args.seed, batch=args.batch, tolerance=args.tolerance, layout=args.layout,
     )
     print(report.table())
     return 0 if report.passed else 1
 
 
+def _convert(args: argparse.Namespace) -> int:
+    import jax
+
+    from swin_jax.checkpoint_info import params_as_timm
+    from swin_jax.checkpoint_io import (PARAMS_SUFFIX, TENSOR_SUFFIXES, read_params, read_state_dict, write_params,
+                                        write_tensors)
+    from swin_jax.configs import MODEL_CONFIGS, get_config
+    from swin_jax.convert import detect_layout, from_torch, infer_num_classes, to_torch
+    from swin_jax.models import create_model
+
+    src, dst = Path(args.input), Path(args.output)
+    for path, allowed in ((src, TENSOR_SUFFIXES), (dst, (".safetensors", ".npz"))):
+        if path.suffix.lower() not in allowed + (PARAMS_SUFFIX,):
+            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(allowed + (PARAMS_SUFFIX,))}")
+    if src.resolve() == dst.resolve():
+        raise ValueError("input and output are the same file")
+    get_config(args.model)  # unknown names fail before any reading
+    config_cls = MODEL_CONFIGS[args.model][0]
+    start = time.time()
+    size = src.stat().st_size / 2**20 if src.is_file() else 0
+    print(f"reading {src} ({size:,.1f} MiB)", file=sys.stderr)
+    if src.suffix.lower() == PARAMS_SUFFIX:
+        params = read_params(src)
+        in_layout = "swin_jax params"
+        num_classes = infer_num_classes(params_as_timm(params), config_cls)
+        model = create_model(args.model, num_classes=num_classes, **_overrides(args))
+        from_torch(model, params_as_timm(params))  # checks every key and shape against the model
+    else:
+        state = read_state_dict(src)
+        in_layout = args.in_layout or (args.layout if dst.suffix.lower() == PARAMS_SUFFIX else None) \
+            or detect_layout(list(state))
+        num_classes = infer_num_classes(state, config_cls, in_layout)
+        model = create_model(args.model, num_classes=num_classes, **_overrides(args))
+        params = from_torch(model, state, in_layout, progress=True)
+    if dst.suffix.lower() == PARAMS_SUFFIX:
+        write_params(params, dst)
+        out_layout = "swin_jax params (Flax msgpack)"
+    else:
+        default = "vit_jax" if dst.suffix.lower() == ".npz" and config_cls.family == "vit" else "timm"
+        out_layout = args.layout or default
+        write_tensors(to_torch(model, params, out_layout, progress=True), dst)
+    count = sum(int(v.size) for v in jax.tree.leaves(params))
+    print(f"wrote {dst}: {args.model} ({num_classes} classes), {count:,} parameters, "
+          f"{in_layout} -> {out_layout} in {time.time() - start:.1f}s")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from swin_jax.checkpoint_info import describe_file
+
+    path = Path(args.file)
+    print(f"file        {path} ({path.stat().st_size / 2**20:,.1f} MiB)" if path.is_file() else f"file        {path}")
+    print(describe_file(path, args.layout).summary())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from swin_jax.layouts import LAYOUTS
+
+    layouts = ", ".join(LAYOUTS)
     parser = argparse.ArgumentParser(prog="swin-jax", description="Swin Transformer and ViT in JAX/Flax.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     parity = commands.add_parser(
-        "parity", help="compare swin_jax with PyTorch, per stage and on the logits",
+        "parity", help="compare swin_jax with PyTorch, per stage/block and on the logits",
         description="Build MODEL in swin_jax and in PyTorch with the same weights (random at O(1) scale, "
-                    "or a timm-layout checkpoint), run both on the same images and print the differences. "
+                    "or a checkpoint in any layout), run both on the same images and print the differences. "
                     "Exits 1 when the largest relative difference is above the tolerance.",
     )
     parity.add_argument("model", help="registered model name, e.g. swin_tiny_patch4_window7_224")
-    parity.add_argument("--checkpoint", help="timm-layout .pth / .pt / .safetensors file (default: random weights)")
+    parity.add_argument("--checkpoint", help="checkpoint file: .pth/.pt/.bin/.safetensors/.npz/.msgpack "
+                                             "(default: random weights)")
+    parity.add_argument("--layout", help=f"layout of the checkpoint (default: detected): {layouts}")
     parity.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="image size (default: the model's)")
     parity.add_argument("--reference", choices=("ref", "timm"), default="ref",
                         help="PyTorch side: our swin_torch_ref (default) or timm")
@@ -37,7 +111,51 @@ def build_parser() -> argparse.ArgumentParser:
     parity.add_argument("--tolerance", type=float, default=1e-5,
                         help="largest allowed max|diff| / max(1, max|ref|) (default 1e-5)")
     parity.set_defaults(run=_parity)
+
+    convert = commands.add_parser(
+        "convert", help="convert weights between PyTorch layouts and swin_jax params",
+        description="The direction follows the file types: a PyTorch-side file (.pth/.pt/.bin/.safetensors/.npz) "
+                    "to .msgpack imports into swin_jax; .msgpack to .safetensors/.npz exports; a PyTorch-side "
+                    "file to .safetensors/.npz converts between layouts. The output is written to a temporary "
+                    "file and renamed, so it is never left half-written.",
+    )
+    convert.add_argument("input", help="the file to read")
+    convert.add_argument("output", help="the file to write (.msgpack, .safetensors or .npz)")
+    convert.add_argument("--model", required=True, help="registered model name the weights are for")
+    convert.add_argument("--layout", help=f"the PyTorch-side layout: of INPUT when importing (default: detected), "
+                                          f"of OUTPUT otherwise (default: timm; vit_jax for a ViT .npz): {layouts}")
+    convert.add_argument("--in-layout", help="force the input's layout when converting between two PyTorch-side files")
+    convert.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
+                         help="build the model for this image size (position embeddings / bias tables resized)")
+    convert.add_argument("--window-size", type=int, help="Swin window size of the model (bias tables resized)")
+    convert.set_defaults(run=_convert)
+
+    inspect = commands.add_parser("inspect", help="show a checkpoint's layout, family, config and size")
+    inspect.add_argument("file", help=".pth/.pt/.bin/.safetensors/.npz checkpoint or .msgpack params file")
+    inspect.add_argument("--layout", help=f"force the layout (default: detected): {layouts}")
+    inspect.set_defaults(run=_inspect)
     return parser
+
+
+def _short(err: Exception, args: argparse.Namespace) -> str:
+    """The error for the terminal: its first line names the problem; key lists are cut short."""
+    from swin_jax.convert import CheckpointMismatchError
+
+    lines = str(err).splitlines() or [type(err).__name__]
+    if isinstance(err, CheckpointMismatchError):
+        source = getattr(args, "input", None) or getattr(args, "checkpoint", None)
+        if source:
+            try:
+                from swin_jax.checkpoint_info import describe_file
+
+                info = describe_file(source)
+                fits = ", ".join(info.matches) or f"a custom {info.family} ({info.config})"
+                lines[0] += f"; the file holds {fits}"
+            except Exception:  # the hint is a courtesy; the mismatch is the error
+                pass
+        if len(lines) > MAX_KEY_LINES + 1:
+            lines = lines[:MAX_KEY_LINES + 1] + [f"  ... and {len(lines) - MAX_KEY_LINES - 1} more"]
+    return "\n".join(lines)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -46,8 +164,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         return args.run(args)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        # Bad input is reported as one clear message, not a traceback.
-        print(f"swin-jax {args.command}: error: {err}", file=sys.stderr)
+        # Bad input is reported as a message that names the problem, not a traceback.
+        print(f"swin-jax {args.command}: error: {_short(err, args)}", file=sys.stderr)
         return 2
 
 

@@ -71,6 +71,10 @@ class CheckpointMismatchError(ValueError):
 
     def __init__(self, what: str, missing: list[tuple[str, tuple]], unexpected: list[tuple[str, tuple]],
                  misshaped: list[tuple[str, tuple, tuple]]):
+        def natural(item: tuple) -> list:  # layers.2 before layers.10
+            return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", item[0])]
+
+        missing, unexpected, misshaped = (sorted(x, key=natural) for x in (missing, unexpected, misshaped))
         self.missing, self.unexpected, self.misshaped = missing, unexpected, misshaped
         lines = [f"{what}: {len(missing)} missing, {len(unexpected)} unexpected, {len(misshaped)} mis-shaped key(s)"]
         lines += [f"  missing     {key} {shape}" for key, shape in missing]
@@ -140,8 +144,16 @@ def _resized(spec: _Spec, parts: list[np.ndarray], config: Any) -> np.ndarray | 
     return None
 
 
+def _progress(items: list, enabled: bool, what: str) -> Any:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=what, unit="tensor", leave=False)
+
+
 def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | Layout = "timm",
-               resize: bool = True) -> dict:
+               resize: bool = True, progress: bool = False) -> dict:
     """Convert a checkpoint's tensors (torch tensors or numpy arrays, keyed as in `layout`) into
     `model`'s params pytree.
 
@@ -157,7 +169,7 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
     missing = [(k, shape) for s in specs for k, shape in zip(s.keys, s.shapes) if k not in tensors]
     unexpected = [(k, tuple(v.shape)) for k, v in tensors.items() if k not in claimed]
     misshaped, flat = [], {}
-    for s in specs:
+    for s in _progress(specs, progress, "converting"):
         if any(k not in tensors for k in s.keys):
             continue
         parts = [tensors[k] for k in s.keys]
@@ -178,7 +190,7 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
 
 
 def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout = "timm",
-             buffers: bool = True) -> dict[str, np.ndarray]:
+             buffers: bool = True, progress: bool = False) -> dict[str, np.ndarray]:
     """Convert `model`'s params pytree (or any pytree shaped like it, e.g. gradients) into a dict
     of numpy arrays keyed as in `layout`; for PyTorch layouts, `torch.from_numpy` each to load it.
 
@@ -199,7 +211,7 @@ def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout =
             f"params do not match the {type(model).__name__} model", missing, unexpected, misshaped
         )
     out = {}
-    for s in specs:
+    for s in _progress(specs, progress, "converting"):
         canonical = np.transpose(np.asarray(flat[s.flax_path]), s.axes)
         for key, tensor in zip(s.keys, TRANSFORMS[s.transform][0](canonical, model.config)):
             # np.array copies: writable, C-ordered arrays that torch.from_numpy takes without warnings

@@ -112,29 +112,35 @@ def check_parity(
     seed: int = 0,
     batch: int = 2,
     tolerance: float = 1e-5,
+    layout: Optional[str] = None,
     **overrides: Any,
 ) -> ParityReport:
     """Run `name` in swin_jax and in PyTorch on the same images and weights and compare every
     stage output and the logits (fp32, matmul precision highest).
 
-    Weights: a `checkpoint` file in any layout the converter reads (detected from its keys), or,
+    Weights: a `checkpoint` file in any layout the converter reads (`layout`, or detected from
+    its keys; `.msgpack` for swin_jax params), or,
     without one, random parameters at O(1) scale (`swin_torch_ref.randomize_parameters`). The
     class count is read from the checkpoint's classifier.
     """
     import torch
 
     import swin_torch_ref
-    from swin_jax.checkpoint_io import read_state_dict
+    from swin_jax.checkpoint_info import params_as_timm
+    from swin_jax.checkpoint_io import PARAMS_SUFFIX, read_params, read_state_dict
     from swin_jax.convert import detect_layout, get_layout, to_torch
 
     if name not in MODEL_CONFIGS:
         get_config(name)  # raises the unknown-model error
     if img_size is not None:
         overrides["img_size"] = tuple(img_size)
-    state_dict, layout = None, "timm"
+    state_dict = None
     if checkpoint is not None:
-        state_dict = read_state_dict(checkpoint)
-        layout = detect_layout(list(state_dict))
+        if Path(checkpoint).suffix.lower() == PARAMS_SUFFIX:
+            state_dict, layout = params_as_timm(read_params(checkpoint)), "timm"
+        else:
+            state_dict = read_state_dict(checkpoint)
+            layout = layout or detect_layout(list(state_dict))
         overrides.setdefault("num_classes", infer_num_classes(state_dict, MODEL_CONFIGS[name][0], layout))
     jax_model = create_model(name, **overrides)
     torch_model = build_torch_model(name, reference, **overrides)
