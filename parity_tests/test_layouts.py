@@ -42,7 +42,7 @@ def _check_import(layout, torch_model, name, overrides, record, torch_out=None, 
     state = torch_model.state_dict()
     assert detect_layout(list(state)) == layout
     model = swin_jax.create_model(name, **overrides)
-    params = swin_jax.from_torch(model, state, layout)
+    params = swin_jax.from_torch(model, state)  # layout detected
     images = _images(model.config.in_chans, model.config.img_size)
     with torch.no_grad():
         expected = (torch_out or torch_model)(images)

@@ -24,6 +24,8 @@ _LAZY = {
     "from_torch": "swin_jax.convert",
     "to_torch": "swin_jax.convert",
     "CheckpointMismatchError": "swin_jax.convert",
+    "detect_layout": "swin_jax.layouts",
+    "LAYOUTS": "swin_jax.layouts",
     "load_checkpoint": "swin_jax.checkpoint_io",
     "save_checkpoint": "swin_jax.checkpoint_io",
     "resample_pos_embed": "swin_jax.resample",

@@ -152,17 +152,17 @@ def _progress(items: list, enabled: bool, what: str) -> Any:
     return tqdm(items, desc=what, unit="tensor", leave=False)
 
 
-def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | Layout = "timm",
+def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | Layout | None = None,
                resize: bool = True, progress: bool = False) -> dict:
     """Convert a checkpoint's tensors (torch tensors or numpy arrays, keyed as in `layout`) into
-    `model`'s params pytree.
+    `model`'s params pytree. Without `layout`, it is detected from the keys (`detect_layout`).
 
     Saved buffers (`relative_position_index`, `attn_mask`) are ignored. With `resize`, tensors
     made for another image or window size are resized as timm does: ViT position embeddings
     (bicubic, antialiased) and Swin relative position bias tables (timm's table interpolation).
     Any missing, unexpected or mis-shaped key raises one `CheckpointMismatchError` listing all.
     """
-    layout = get_layout(layout)
+    layout = get_layout(layout or detect_layout(list(state_dict)))
     specs = _specs(model, layout)
     tensors = {k: _to_numpy(v) for k, v in state_dict.items() if not layout.is_ignored(k)}
     claimed = {k for s in specs for k in s.keys}

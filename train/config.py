@@ -1,0 +1,114 @@
+"""Training configuration: one frozen dataclass, the command line built from it, and presets."""
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on. Defaults follow the Swin paper's recipe (shared/REFERENCE.md),
+    scaled per run with `lr` (the paper: 5e-4 per 512 images)."""
+
+    model: str = "swin_tiny_patch4_window7_224"
+    model_args: dict = field(default_factory=dict)  # overrides of the named config (embed_dim, ...)
+    data: str = "digits"  # "digits" (scikit-learn) or an ImageFolder directory
+    img_size: Optional[tuple[int, int]] = None  # default: the model's
+    val_split: float = 0.2
+    epochs: int = 300
+    batch_size: int = 512  # global, over all devices and hosts
+    accum_steps: int = 1  # gradient accumulation: optimizer step every k batches
+    lr: float = 5e-4
+    warmup_lr: float = 5e-7
+    min_lr: float = 5e-6
+    warmup_epochs: float = 20.0
+    weight_decay: float = 0.05
+    clip_grad: float = 5.0  # global-norm clip; 0 turns it off
+    label_smoothing: float = 0.1
+    mixup: float = 0.8  # mixup alpha; 0 off
+    cutmix: float = 1.0  # cutmix alpha; 0 off
+    mixup_switch_prob: float = 0.5
+    crop_scale: float = 0.08  # random resized crop: smallest area fraction; 1 turns cropping off
+    hflip: float = 0.5
+    shift: int = 0  # random translation in pixels (digits)
+    drop_path: float = 0.2
+    ema_decay: float = 0.0  # 0 off; e.g. 0.9998
+    dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
+    seed: int = 0
+    out_dir: str = "runs/train"
+    ckpt_every: int = 0  # steps between checkpoints; 0: once per epoch
+    keep: int = 3
+    resume: bool = False
+    init: Optional[str] = None  # checkpoint to fine-tune from (any layout the converters read)
+    max_steps: int = 0  # stop after this many steps (tests, debugging); 0: run all epochs
+    export: bool = True  # write the final weights as a timm-layout .safetensors and check them in PyTorch
+    coordinator: Optional[str] = None  # multi-host: "host:port" of process 0
+    num_processes: Optional[int] = None
+    process_id: Optional[int] = None
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The default job (`make train`): a small Swin on scikit-learn's digits, upsampled to 32x32.
+    "digits": dict(
+        model="swin_tiny_patch4_window7_224",
+        model_args=dict(embed_dim=48, depths=(2, 2), num_heads=(3, 6), patch_size=2, window_size=4),
+        data="digits", img_size=(32, 32), val_split=0.2, epochs=60, batch_size=64, lr=2e-3, warmup_lr=2e-4,
+        min_lr=1e-5, warmup_epochs=6.0, weight_decay=0.05, clip_grad=5.0, label_smoothing=0.1, mixup=0.0,
+        cutmix=0.0, crop_scale=1.0, hflip=0.0, shift=2, drop_path=0.1, out_dir="runs/digits",
+    ),
+}
+
+
+def _value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="swin-jax train", description="Train or fine-tune a ViT or Swin with optax on every local device "
+                                          "(and host); `--preset digits` is the default job.")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named set of options")
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.name == "model_args":
+            parser.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE",
+                                help="override of the model config, e.g. embed_dim=64 (repeatable)")
+        elif f.name == "img_size":
+            parser.add_argument(flag, nargs=2, type=int, metavar=("H", "W"), help="image size (default: the model's)")
+        elif isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            if f.name in ("num_processes", "process_id"):
+                kind: type = int
+            elif default is None or isinstance(default, str):
+                kind = str
+            else:
+                kind = type(default)
+            parser.add_argument(flag, type=kind, default=None, help=f"default {default}")
+    return parser
+
+
+def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    """Command line -> TrainConfig: preset values first, then the flags given."""
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, Any] = dict(PRESETS[args.pop("preset")]) if args.get("preset") else {}
+    model_args = args.pop("model_args")
+    if model_args:
+        extra = {}
+        for item in model_args:
+            if "=" not in item:
+                raise SystemExit(f"--model-arg wants KEY=VALUE, got {item!r}")
+            key, text = item.split("=", 1)
+            extra[key] = _value(text)
+        values["model_args"] = {**values.get("model_args", {}), **extra}
+    values.update({k: v for k, v in args.items() if v is not None})
+    if values.get("img_size") is not None:
+        values["img_size"] = tuple(values["img_size"])
+    return TrainConfig(**values)

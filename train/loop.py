@@ -1,0 +1,350 @@
+"""Training with optax: `create_train_state`, a pure `train_step` and `eval_step`, jitted once
+with data-parallel shardings (batch split over a 'data' mesh axis, state replicated); the loop
+only moves data, logs and checkpoints."""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import swin_jax
+from train.config import TrainConfig
+from train.data import Dataset, Loader, load_dataset, mix_parameters, soft_targets
+from train.optim import lr_schedule, make_optimizer
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # batches seen
+    params: Any
+    opt_state: Any
+    ema_params: Any  # {} when EMA is off
+
+
+def create_train_state(params: Any, tx: optax.GradientTransformation, ema: bool) -> TrainState:
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params),
+                      jax.tree.map(jnp.copy, params) if ema else {})
+
+
+def apply_mix(images: jax.Array, targets: jax.Array, mix: dict) -> tuple[jax.Array, jax.Array]:
+    """Mix the batch with its reverse: cutmix inside `mix['box']` or mixup by `mix['lam']`."""
+    flipped = images[::-1]
+    h, w = images.shape[1:3]
+    y0, y1, x0, x1 = mix["box"]
+    rows, cols = jnp.arange(h)[:, None], jnp.arange(w)[None, :]
+    inside = ((rows >= y0) & (rows < y1) & (cols >= x0) & (cols < x1))[None, :, :, None]
+    lam = mix["lam"]
+    mixed = jnp.where(mix["cutmix"], jnp.where(inside, flipped, images), lam * images + (1 - lam) * flipped)
+    return mixed, lam * targets + (1 - lam) * targets[::-1]
+
+
+def train_step(state: TrainState, batch: dict, mix: dict, *, model: Any, tx: optax.GradientTransformation,
+               schedule: optax.Schedule, key: jax.Array, ema_decay: float, accum_steps: int) -> tuple[TrainState, dict]:
+    """One batch: forward with dropout / drop path, soft-target cross-entropy, optimizer update."""
+    images, targets = apply_mix(batch["images"], batch["targets"], mix)
+    dropout_key = jax.random.fold_in(key, state.step)
+
+    def loss_fn(params: Any) -> jax.Array:
+        logits = model.apply({"params": params}, images, train=True, rngs={"dropout": dropout_key})
+        return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = state.ema_params
+    if ema_decay > 0:
+        ema = jax.tree.map(lambda e, p: ema_decay * e + (1 - ema_decay) * p, ema, params)
+    metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "lr": schedule(state.step // accum_steps)}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
+
+
+def eval_step(params: Any, batch: dict, *, model: Any) -> dict:
+    """Summed cross-entropy and correct predictions over the batch's real (weight 1) images."""
+    logits = model.apply({"params": params}, batch["images"]).astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+    correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
+    w = batch["weights"]
+    return {"loss_sum": jnp.sum(loss * w), "correct": jnp.sum(correct * w), "count": jnp.sum(w)}
+
+
+# ----- set-up helpers
+
+
+def init_distributed(cfg: TrainConfig) -> None:
+    """Join a multi-host run: coordinator, process count and id from the flags or the
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID environment variables."""
+    address = cfg.coordinator or os.environ.get("JAX_COORDINATOR_ADDRESS")
+    if not address:
+        return
+    count = cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
+    index = cfg.process_id if cfg.process_id is not None else int(os.environ.get("JAX_PROCESS_ID", "0"))
+    if jax.config.jax_platforms in (None, "", "cpu") and count > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
+    jax.distributed.initialize(address, num_processes=count, process_id=index)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> Any:
+    dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
+    overrides = {**cfg.model_args, "num_classes": num_classes, "in_chans": in_chans, "drop_path_rate": cfg.drop_path}
+    if cfg.img_size is not None:
+        overrides["img_size"] = tuple(cfg.img_size)
+    return swin_jax.create_model(cfg.model, dtype=dtype, **overrides)
+
+
+def initial_params(cfg: TrainConfig, model: Any, log: Any) -> Any:
+    """Fresh params, or those of `cfg.init` (any layout; grids resized; a new head when the
+    class count differs)."""
+    params = swin_jax.init_params(model, cfg.seed)
+    if not cfg.init:
+        return params
+    from swin_jax.checkpoint_io import read_state_dict
+    from swin_jax.convert import detect_layout, from_torch, infer_num_classes
+
+    state = read_state_dict(cfg.init)
+    layout = detect_layout(list(state))
+    classes = infer_num_classes(state, type(model.config), layout)
+    source = model.clone(config=dataclasses.replace(model.config, num_classes=classes))
+    loaded = dict(from_torch(source, state, layout))
+    if classes != model.config.num_classes:
+        loaded.pop("head", None)
+        loaded["head"] = params["head"]
+        log(f"init: {cfg.init} ({layout} layout, {classes} classes); new {model.config.num_classes}-class head")
+    else:
+        log(f"init: {cfg.init} ({layout} layout)")
+    return loaded
+
+
+class MetricsLog:
+    """metrics.csv, one row per evaluation; on resume, rows past the restored step are dropped."""
+
+    FIELDS = ["epoch", "step", "train_loss", "test_loss", "test_acc", "lr", "seconds", "img_per_s"]
+
+    def __init__(self, path: Path, resume_step: int):
+        self.path = path
+        rows = []
+        if resume_step and path.exists():
+            with path.open() as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
+        self.rows = rows
+        self._write()
+
+    def add(self, **row: Any) -> None:
+        self.rows.append({k: row[k] for k in self.FIELDS})
+        self._write()
+
+    def _write(self) -> None:
+        tmp = self.path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, self.FIELDS)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    """Loss and accuracy per epoch, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [float(r["epoch"]) for r in rows]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot(epochs, [float(r["train_loss"]) for r in rows], label="train (smoothed targets)")
+    ax_loss.plot(epochs, [float(r["test_loss"]) for r in rows], label="test")
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_loss.legend()
+    ax_acc.plot(epochs, [100 * float(r["test_acc"]) for r in rows], color="tab:green")
+    ax_acc.set(xlabel="epoch", ylabel="%", title="test accuracy")
+    ax_acc.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def torch_accuracy(cfg: TrainConfig, model: Any, weights: Path, data: Dataset) -> Optional[int]:
+    """Correct test images when the exported timm-layout weights run in swin_torch_ref; None
+    without torch."""
+    try:
+        import torch
+        from safetensors.torch import load_file
+
+        import swin_torch_ref
+    except ImportError:
+        return None
+    overrides = {f.name: getattr(model.config, f.name) for f in dataclasses.fields(model.config)}
+    ref = swin_torch_ref.create_model(cfg.model, **overrides)
+    ref.load_state_dict(load_file(str(weights)), strict=True)
+    loader = Loader(data, data.test, 256, cfg.seed, train=False)
+    correct = 0
+    with torch.no_grad():
+        for images, labels, w in loader.epoch(0):
+            pred = ref(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).argmax(-1).numpy()
+            correct += int(((pred == labels) * w).sum())
+    return correct
+
+
+# ----- the run
+
+
+def train(cfg: TrainConfig, log: Any = print) -> dict:
+    """Run (or resume) a training job; returns the final metrics."""
+    import orbax.checkpoint as ocp
+    from tqdm import tqdm
+
+    init_distributed(cfg)
+    main_process = jax.process_index() == 0
+    log = log if main_process else (lambda *a, **k: None)
+    out = Path(cfg.out_dir).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+
+    probe = swin_jax.get_config(cfg.model, **cfg.model_args)
+    img_size = tuple(cfg.img_size or probe.img_size)
+    data = load_dataset(cfg.data, img_size, cfg.val_split, cfg.seed)
+    model = build_model(cfg, data.num_classes, data.in_chans)
+    train_loader = Loader(data, data.train, cfg.batch_size, cfg.seed, True, jax.process_index(),
+                          jax.process_count(), cfg.crop_scale, cfg.hflip, cfg.shift)
+    test_loader = Loader(data, data.test, cfg.batch_size, cfg.seed, False, jax.process_index(), jax.process_count())
+    steps_per_epoch = train_loader.steps_per_epoch
+    if steps_per_epoch == 0:
+        raise ValueError(f"{len(data.train)} training images make no batch of {cfg.batch_size}")
+    total_steps = cfg.epochs * steps_per_epoch
+    if cfg.max_steps:
+        total_steps = min(total_steps, cfg.max_steps)
+    opt_steps = max(1, cfg.epochs * steps_per_epoch // cfg.accum_steps)
+    schedule = lr_schedule(cfg.lr, cfg.warmup_lr, cfg.min_lr,
+                           int(cfg.warmup_epochs * steps_per_epoch / cfg.accum_steps), opt_steps)
+    tx = make_optimizer(schedule, cfg.weight_decay, cfg.clip_grad, cfg.accum_steps)
+
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    if cfg.batch_size % jax.device_count():
+        raise ValueError(f"batch size {cfg.batch_size} does not split over {jax.device_count()} devices")
+    state = jax.device_put(create_train_state(initial_params(cfg, model, log), tx, cfg.ema_decay > 0), replicated)
+
+    manager = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(
+        max_to_keep=cfg.keep, enable_async_checkpointing=False, create=True))
+    start = 0
+    if cfg.resume and manager.latest_step() is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+        start = int(state.step)
+        log(f"resumed from step {start} (epoch {start / steps_per_epoch:.2f}) in {out / 'checkpoints'}")
+    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+
+    key = jax.random.PRNGKey(cfg.seed)
+    step_fn = jax.jit(
+        lambda s, b, m: train_step(s, b, m, model=model, tx=tx, schedule=schedule, key=key,
+                                   ema_decay=cfg.ema_decay, accum_steps=cfg.accum_steps),
+        in_shardings=(replicated, sharded, replicated), out_shardings=(replicated, replicated), donate_argnums=0)
+    eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model), in_shardings=(replicated, sharded),
+                      out_shardings=replicated)
+
+    def to_global(**arrays: np.ndarray) -> dict:
+        return {k: jax.make_array_from_process_local_data(sharded, v) for k, v in arrays.items()}
+
+    def evaluate(params: Any) -> tuple[float, float, int]:
+        totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+        for images, labels, weights in test_loader.epoch(0):
+            result = eval_fn(params, to_global(images=images, labels=labels, weights=weights))
+            totals = {k: totals[k] + float(result[k]) for k in totals}
+        return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"], int(totals["correct"])
+
+    metrics_log = MetricsLog(out / "metrics.csv", start)
+    bar = tqdm(total=total_steps, initial=start, unit="step", disable=not main_process, dynamic_ncols=True)
+    losses, window_start, seen = [], time.time(), 0
+    run_start = time.time()
+    best = (0.0, 0)
+    for step in range(start, total_steps):
+        images, labels, _ = train_loader.batch(step)
+        batch = to_global(images=images, targets=soft_targets(labels, data.num_classes, cfg.label_smoothing))
+        mix = mix_parameters(step, cfg.seed, img_size, cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob)
+        state, metrics = step_fn(state, batch, mix)
+        loss = float(metrics["loss"])
+        if not math.isfinite(loss):
+            bar.close()
+            last = manager.latest_step()
+            raise TrainingDiverged(
+                f"loss is {loss} at step {step} (epoch {step // steps_per_epoch}); stopped without saving. "
+                f"Last good checkpoint: {'none' if last is None else f'step {last}'} in {out / 'checkpoints'}; "
+                f"resume from it (--resume) with a lower --lr or a --clip-grad")
+        losses.append(loss)
+        seen += cfg.batch_size
+        bar.update(1)
+        bar.set_postfix(epoch=step // steps_per_epoch, loss=f"{loss:.4f}", lr=f"{float(metrics['lr']):.2e}",
+                        img_s=f"{seen / max(time.time() - window_start, 1e-9):.0f}")
+        done = step + 1
+        epoch_end = done % steps_per_epoch == 0 or done == total_steps
+        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or (not cfg.ckpt_every and epoch_end):
+            manager.save(done, args=ocp.args.StandardSave(state))
+        if epoch_end:
+            eval_params = state.ema_params if cfg.ema_decay > 0 else state.params
+            test_loss, test_acc, _ = evaluate(eval_params)
+            epoch = done / steps_per_epoch
+            best = max(best, (test_acc, round(epoch)))
+            metrics_log.add(epoch=f"{epoch:.3g}", step=done, train_loss=f"{np.mean(losses):.5f}",
+                            test_loss=f"{test_loss:.5f}", test_acc=f"{test_acc:.5f}", lr=f"{float(metrics['lr']):.3e}",
+                            seconds=f"{time.time() - run_start:.1f}",
+                            img_per_s=f"{seen / max(time.time() - window_start, 1e-9):.1f}")
+            if main_process:
+                plot_curves(metrics_log.rows, out / "curves.png")
+            bar.write(f"epoch {epoch:.3g}: train loss {np.mean(losses):.4f}, test loss {test_loss:.4f}, "
+                      f"test accuracy {100 * test_acc:.2f}%") if main_process else None
+            losses, window_start, seen = [], time.time(), 0
+    bar.close()
+    if manager.latest_step() != int(state.step):
+        manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+    manager.wait_until_finished()
+
+    final_params = state.ema_params if cfg.ema_decay > 0 else state.params
+    test_loss, test_acc, correct = evaluate(final_params)
+    result = dict(steps=int(state.step), test_loss=test_loss, test_acc=test_acc, correct=correct,
+                  total=len(data.test), seconds=time.time() - run_start, out_dir=str(out))
+    summary = (f"done: {int(state.step)} steps ({int(state.step) / steps_per_epoch:.3g} epochs) in "
+               f"{result['seconds']:.0f}s; JAX test accuracy {100 * test_acc:.2f}% ({correct}/{len(data.test)})")
+    if cfg.export and main_process:
+        weights = swin_jax.save_checkpoint(model, jax.device_get(final_params), out / "model.safetensors", "timm")
+        torch_correct = torch_accuracy(cfg, model, weights, data)
+        result.update(weights=str(weights), torch_correct=torch_correct)
+        if torch_correct is None:
+            summary += f"; exported {weights} (torch not installed: PyTorch check skipped)"
+        else:
+            summary += (f"; exported {weights}; PyTorch (swin_torch_ref) accuracy "
+                        f"{100 * torch_correct / len(data.test):.2f}% ({torch_correct}/{len(data.test)}), "
+                        f"{abs(torch_correct - correct)} image(s) apart")
+    log(summary)
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m train` / `swin-jax train`."""
+    from train.config import parse_config
+
+    cfg = parse_config(argv)
+    try:
+        train(cfg)
+    except TrainingDiverged as err:
+        print(f"swin-jax train: stopped: {err}", flush=True)
+        return 1
+    except (ValueError, FileNotFoundError) as err:
+        print(f"swin-jax train: error: {err}", flush=True)
+        return 2
+    return 0
