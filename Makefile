@@ -17,5 +17,9 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest parity_tests
 
+# The default job: a small Swin on scikit-learn's digits (CPU), outputs in runs/digits/.
+train: $(STAMP)
+	$(PY) -m train --preset digits $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -153,3 +153,11 @@ def test_every_named_config_has_timm_keys_and_shapes(name):
     with torch.device("meta"):
         theirs = {k: tuple(v.shape) for k, v in timm.create_model(name, pretrained=False).state_dict().items()}
     assert ours == theirs
+
+
+def test_swin_jax_train_command_runs_the_training_cli(tmp_path):
+    result = run("train", "--preset", "digits", "--max-steps", "2", "--out-dir", str(tmp_path), "--no-export")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "done: 2 steps" in result.stdout and (tmp_path / "metrics.csv").exists()
+    help_text = run("train", "--help").stdout
+    assert "--coordinator" in help_text and "--accum-steps" in help_text

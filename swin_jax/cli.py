@@ -1,4 +1,4 @@
-"""The `swin-jax` command line: parity, convert, inspect."""
+"""The `swin-jax` command line: parity, convert, inspect, train."""
 from __future__ import annotations
 
 import argparse
@@ -130,6 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--window-size", type=int, help="Swin window size of the model (bias tables resized)")
     convert.set_defaults(run=_convert)
 
+    commands.add_parser("train", help="train or fine-tune with optax (see `swin-jax train --help`)", add_help=False)
+
     inspect = commands.add_parser("inspect", help="show a checkpoint's layout, family, config and size")
     inspect.add_argument("file", help=".pth/.pt/.bin/.safetensors/.npz checkpoint or .msgpack params file")
     inspect.add_argument("--layout", help=f"force the layout (default: detected): {layouts}")
@@ -160,6 +162,11 @@ def _short(err: Exception, args: argparse.Namespace) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the `swin-jax` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:  # the training command owns its flags (train/config.py)
+        from train.loop import main as train_main
+
+        return train_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

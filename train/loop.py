@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -269,7 +270,8 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"], int(totals["correct"])
 
     metrics_log = MetricsLog(out / "metrics.csv", start)
-    bar = tqdm(total=total_steps, initial=start, unit="step", disable=not main_process, dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=start, unit="step", disable=not main_process, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 15.0)  # logs get a line every 15 s
     losses, window_start, seen = [], time.time(), 0
     run_start = time.time()
     best = (0.0, 0)
