@@ -161,3 +161,18 @@ def test_swin_jax_train_command_runs_the_training_cli(tmp_path):
     assert "done: 2 steps" in result.stdout and (tmp_path / "metrics.csv").exists()
     help_text = run("train", "--help").stdout
     assert "--coordinator" in help_text and "--accum-steps" in help_text
+
+
+def test_bench_command_writes_table_and_json(tmp_path):
+    import json
+
+    out = tmp_path / "bench.json"
+    result = run("bench", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "64", "64", "--train",
+                 "--repeats", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    frameworks = {(r["framework"], r["mode"]) for r in report["results"]}
+    assert frameworks == {(f, m) for f in ("swin_jax", "timm eager") for m in ("forward", "train")}
+    assert report["machine"]["matmul_gflops"]["peak"] > 0
+    assert all(r["img_per_s"] > 0 and r["gflop_per_img"] > 0 for r in report["results"])
+    assert "ratio" in result.stdout and "swin_jax" in result.stdout

@@ -1,4 +1,4 @@
-"""The `swin-jax` command line: parity, convert, inspect, train."""
+"""The `swin-jax` command line: parity, convert, inspect, train, bench."""
 from __future__ import annotations
 
 import argparse
@@ -86,6 +86,17 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from swin_jax.bench import run_bench, table, write_json
+
+    modes = ["forward", "train"] if args.train else ["forward"]
+    report = run_bench(args.models, args.batch, tuple(args.img_size) if args.img_size else None, args.dtype, modes,
+                       args.repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr))
+    print(table(report))
+    print(f"wrote {write_json(report, args.json)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from swin_jax.layouts import LAYOUTS
 
@@ -131,6 +142,22 @@ def build_parser() -> argparse.ArgumentParser:
     convert.set_defaults(run=_convert)
 
     commands.add_parser("train", help="train or fine-tune with optax (see `swin-jax train --help`)", add_help=False)
+
+    bench = commands.add_parser(
+        "bench", help="img/s, compile time, memory and MFU of swin_jax against timm, in one run",
+        description="Measure swin_jax (jitted) and timm (eager; --torch-compile adds torch.compile) on the same "
+                    "inputs in one process: img/s of the forward pass (and, with --train, of a full train step "
+                    "with AdamW), compile time, peak memory, and model FLOPs utilisation against this machine's "
+                    "measured matmul peak. Prints a table with swin_jax / timm ratios and writes JSON.")
+    bench.add_argument("models", nargs="*", default=["swin_tiny_patch4_window7_224", "vit_small_patch16_224"])
+    bench.add_argument("--batch", type=int, default=8)
+    bench.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"))
+    bench.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
+    bench.add_argument("--train", action="store_true", help="also time a full train step")
+    bench.add_argument("--repeats", type=int, default=10, help="timed repetitions (the median is reported)")
+    bench.add_argument("--torch-compile", action="store_true", help="also measure timm under torch.compile")
+    bench.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
+    bench.set_defaults(run=_bench)
 
     inspect = commands.add_parser("inspect", help="show a checkpoint's layout, family, config and size")
     inspect.add_argument("file", help=".pth/.pt/.bin/.safetensors/.npz checkpoint or .msgpack params file")

@@ -1,0 +1,258 @@
+"""`swin-jax bench`: swin_jax (jitted) against timm (eager, and torch.compile on request) in one
+process and one run, on the same inputs: img/s for the forward pass and a full train step
+(forward, backward, AdamW), compile time, peak memory and model FLOPs utilisation against this
+machine's own measured matmul peak. Reported as ratios, since these machines are noisy."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Result:
+    model: str
+    framework: str  # swin_jax | timm eager | timm compile
+    mode: str  # forward | train
+    batch: int
+    img_size: tuple[int, int]
+    dtype: str
+    img_per_s: float = 0.0
+    compile_s: float = 0.0
+    peak_mem_mib: float = 0.0  # rise of the process's resident memory during the measured steps
+    gflop_per_img: float = 0.0
+    mfu: float = 0.0  # achieved FLOP/s / measured matmul peak
+    times_s: list[float] = field(default_factory=list)
+    note: str = ""
+
+
+class PeakMemory:
+    """Peak rise of this process's resident set size while the block runs (sampled every 2 ms)."""
+
+    def __enter__(self) -> "PeakMemory":
+        import psutil
+
+        self._proc = psutil.Process()
+        self.base = self.peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._proc.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def _timed(fn: Callable[[], Any], repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - start)
+    return out
+
+
+def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> dict[str, float]:
+    """This machine's fp32 matmul throughput, measured with both frameworks; the peak is the larger."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    a = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
+    flops = 2 * size**3
+    mm = jax.jit(lambda x: x @ x)
+    x = jnp.asarray(a)
+    mm(x).block_until_ready()
+    jax_best, start = float("inf"), time.time()
+    while time.time() - start < seconds:
+        t = time.perf_counter()
+        mm(x).block_until_ready()
+        jax_best = min(jax_best, time.perf_counter() - t)
+    xt = torch.from_numpy(a)
+    torch_best, start = float("inf"), time.time()
+    while time.time() - start < seconds:
+        t = time.perf_counter()
+        xt @ xt
+        torch_best = min(torch_best, time.perf_counter() - t)
+    return {"jax": flops / jax_best / 1e9, "torch": flops / torch_best / 1e9,
+            "peak": max(flops / jax_best, flops / torch_best) / 1e9}
+
+
+def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
+              repeats: int) -> Result:
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    import swin_jax
+    from train.optim import make_optimizer
+
+    jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    model = swin_jax.create_model(name, img_size=img_size, dtype=jdtype, drop_path_rate=0.0)
+    params = swin_jax.init_params(model, 0)
+    x = jax.random.normal(jax.random.PRNGKey(0), (batch, *img_size, model.config.in_chans))
+    result = Result(name, "swin_jax", "train" if train else "forward", batch, img_size, dtype)
+    fwd = jax.jit(lambda p, x: model.apply({"params": p}, x))
+    if train:
+        tx = make_optimizer(optax.constant_schedule(1e-4), 0.05, 5.0)
+        labels = jnp.zeros((batch,), jnp.int32)
+
+        def step(p, o, x):
+            def loss(p):
+                logits = model.apply({"params": p}, x).astype(jnp.float32)
+                return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+            g = jax.grad(loss)(p)
+            u, o = tx.update(g, o, p)
+            return optax.apply_updates(p, u), o
+
+        state = [params, tx.init(params)]
+        fn = jax.jit(step, donate_argnums=(0, 1))
+        t = time.perf_counter()
+        compiled = fn.lower(*state, x).compile()
+        result.compile_s = time.perf_counter() - t
+        # model FLOPs: forward + backward (2x forward), the usual MFU convention
+        result.gflop_per_img = 3 * fwd.lower(params, x).compile().cost_analysis()["flops"] / batch / 1e9
+
+        def run() -> None:
+            state[:] = compiled(*state, x)
+            jax.block_until_ready(state)
+    else:
+        t = time.perf_counter()
+        compiled = fwd.lower(params, x).compile()
+        result.compile_s = time.perf_counter() - t
+        result.gflop_per_img = compiled.cost_analysis()["flops"] / batch / 1e9
+
+        def run() -> None:
+            compiled(params, x).block_until_ready()
+
+    run()  # warm-up
+    with PeakMemory() as mem:
+        result.times_s = _timed(run, repeats)
+    result.peak_mem_mib = mem.mib
+    result.img_per_s = batch / statistics.median(result.times_s)
+    return result
+
+
+def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool, repeats: int,
+               compile: bool) -> Result:
+    os.environ.setdefault("TIMM_FUSED_ATTN", "1")  # timm's fastest default path
+    import timm
+    import torch
+
+    model = timm.create_model(name, pretrained=False, img_size=img_size, drop_path_rate=0.0)
+    net = torch.compile(model) if compile else model
+    result = Result(name, "timm compile" if compile else "timm eager", "train" if train else "forward", batch,
+                    img_size, dtype)
+    x = torch.randn(batch, 3, *img_size)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    if train:
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
+        labels = torch.zeros(batch, dtype=torch.long)
+
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                loss = torch.nn.functional.cross_entropy(net(x), labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+    else:
+        model.eval()
+
+        def run() -> None:
+            with torch.no_grad(), autocast:
+                net(x)
+
+    t = time.perf_counter()
+    run()  # first call: compilation for torch.compile, warm-up for eager
+    result.compile_s = time.perf_counter() - t if compile else 0.0
+    run()
+    with PeakMemory() as mem:
+        result.times_s = _timed(run, repeats)
+    result.peak_mem_mib = mem.mib
+    result.img_per_s = batch / statistics.median(result.times_s)
+    return result
+
+
+def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, int]], dtype: str,
+              modes: Sequence[str], repeats: int, torch_compile: bool, log: Callable[[str], None] = print) -> dict:
+    """Measure every model x mode for swin_jax and timm; returns the JSON-able report."""
+    import jax
+    import timm
+    import torch
+
+    import swin_jax
+
+    peak = matmul_peak_gflops()
+    log(f"matmul peak (fp32, 2048^3): jax {peak['jax']:.1f}, torch {peak['torch']:.1f} GFLOP/s")
+    results: list[Result] = []
+    for name in models:
+        size = tuple(img_size or swin_jax.get_config(name).img_size)
+        for mode in modes:
+            train = mode == "train"
+            runs = [lambda: bench_jax(name, batch, size, dtype, train, repeats),
+                    lambda: bench_timm(name, batch, size, dtype, train, repeats, False)]
+            if torch_compile:
+                runs.append(lambda: bench_timm(name, batch, size, dtype, train, repeats, True))
+            measured = []
+            for fn in runs:
+                try:
+                    measured.append(fn())
+                except Exception as err:  # e.g. torch.compile without a working toolchain
+                    log(f"  {name} {mode}: a measurement failed: {type(err).__name__}: {str(err)[:200]}")
+            flops = next((r.gflop_per_img for r in measured if r.framework == "swin_jax"), 0.0)
+            for r in measured:
+                r.gflop_per_img = flops
+                r.mfu = r.img_per_s * flops / peak["peak"]
+                log(f"  {name:<30} {mode:<8} {r.framework:<13} {r.img_per_s:8.2f} img/s")
+            results.extend(measured)
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "device": str(jax.devices()[0]), "matmul_gflops": peak},
+        "versions": {"jax": jax.__version__, "torch": torch.__version__, "timm": timm.__version__,
+                     "swin_jax": swin_jax.__version__},
+        "results": [asdict(r) for r in results],
+    }
+
+
+def table(report: dict) -> str:
+    """The results as a text table with swin_jax / timm-eager ratios."""
+    rows = report["results"]
+    lines = [f"{'model':<30}{'mode':<9}{'framework':<14}{'img/s':>9}{'ratio':>7}{'compile s':>10}"
+             f"{'peak MiB':>10}{'GFLOP/img':>10}{'MFU':>7}"]
+    for r in rows:
+        base = next((b for b in rows if b["model"] == r["model"] and b["mode"] == r["mode"]
+                     and b["framework"] == "timm eager"), None)
+        ratio = r["img_per_s"] / base["img_per_s"] if base and base["img_per_s"] else float("nan")
+        lines.append(f"{r['model']:<30}{r['mode']:<9}{r['framework']:<14}{r['img_per_s']:>9.2f}{ratio:>7.2f}"
+                     f"{r['compile_s']:>10.1f}{r['peak_mem_mib']:>10.0f}{r['gflop_per_img']:>10.2f}"
+                     f"{100 * r['mfu']:>6.0f}%")
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: str | Path) -> Path:
+    from swin_jax.checkpoint_io import _write_atomic
+
+    return _write_atomic(Path(path), lambda f: f.write(json.dumps(report, indent=1).encode()))
