@@ -19,9 +19,11 @@ def timm_tiny():
     return swin_torch_ref.randomize_parameters(timm_model(NAME), seed=11)
 
 
-def test_round_trip_is_bit_exact(timm_tiny):
-    model = swin_jax.create_model(NAME)
-    state = timm_tiny.state_dict()
+@pytest.mark.parametrize("name", [NAME, "vit_small_patch16_224"])
+def test_round_trip_is_bit_exact(name):
+    theirs = swin_torch_ref.randomize_parameters(timm_model(name), seed=11)
+    model = swin_jax.create_model(name)
+    state = theirs.state_dict()
     back = swin_jax.to_torch(model, swin_jax.from_torch(model, state))
     assert set(back) == set(state)
     for key, tensor in state.items():

@@ -1,10 +1,8 @@
-"""Swin forward parity: swin_jax vs swin_torch_ref and vs timm, every parameter at O(1) scale."""
-import jax
+"""Swin forward cases (run by test_forward.py) and Swin-only forward checks."""
 import jax.numpy as jnp
-import numpy as np
 import pytest
 import torch
-from conftest import FORWARD_TOL, build_case, check_case, nchw_to_nhwc, rel_diff, timm_model
+from conftest import FORWARD_TOL, nchw_to_nhwc, rel_diff, timm_model
 
 import swin_jax
 import swin_torch_ref
@@ -14,28 +12,13 @@ CUSTOM_200x264 = dict(img_size=(200, 264), embed_dim=32, depths=(2, 2, 2, 2), nu
 CUSTOM_WINDOW_5x7 = dict(img_size=(60, 92), patch_size=2, window_size=(5, 7), embed_dim=24, depths=(2, 2, 2),
                          num_heads=(2, 3, 4), num_classes=17, in_chans=1)
 
-CASES = [
+SWIN_CASES = [
     pytest.param(("tiny224", "swin_tiny_patch4_window7_224", {}, 2), id="tiny224"),
     pytest.param(("custom200x264", "swin_tiny_patch4_window7_224", CUSTOM_200x264, 2), id="custom200x264"),
     pytest.param(("custom60x92-window5x7", "swin_tiny_patch4_window7_224", CUSTOM_WINDOW_5x7, 2), id="custom60x92-window5x7"),
     pytest.param(("small224", "swin_small_patch4_window7_224", {}, 2), id="small224", marks=pytest.mark.slow),
     pytest.param(("base384-window12", "swin_base_patch4_window12_384", {}, 1), id="base384-window12", marks=pytest.mark.slow),
 ]
-
-
-@pytest.fixture(scope="module", params=CASES)
-def case(request):
-    return build_case(*request.param)
-
-
-def test_forward_vs_swin_torch_ref(case, record):
-    check_case(case, case.ref_model, "swin_torch_ref", record)
-
-
-def test_forward_vs_timm(case, record):
-    model = timm_model(case.name, **case.overrides)
-    model.load_state_dict(case.ref_model.state_dict(), strict=True)
-    check_case(case, model, "timm", record)
 
 
 def test_pooled_features_and_feature_map_vs_timm(record):

@@ -11,7 +11,6 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 from conftest import GRAD_TOL
@@ -19,7 +18,7 @@ from safetensors.numpy import load_file
 
 import swin_jax
 import swin_torch_ref
-from train.config import PRESETS, TrainConfig
+from train.config import PRESETS
 from train.data import mix_parameters, soft_targets
 from train.loop import apply_mix, create_train_state, train_step
 from train.optim import decay_mask, lr_schedule, make_optimizer

@@ -66,6 +66,17 @@ def self_attention(
     return jnp.einsum("bhnm,bmhd->bnhd", attn, v).reshape(batch, n, num_heads * head_dim)
 
 
+def attention(x: jax.Array, num_heads: int, bias: Optional[jax.Array], *, qkv_bias: bool, attn_drop: float,
+              proj_drop: float, dtype: Any, deterministic: bool) -> jax.Array:
+    """timm's attention layer inside the calling module's `@nn.compact` method: its Dense
+    layers become that module's `qkv` and `proj` (timm's `attn.qkv`, `attn.proj`)."""
+    dim = x.shape[-1]
+    qkv = Dense(3 * dim, use_bias=qkv_bias, dtype=dtype, name="qkv")(x)
+    dropout = functools.partial(nn.Dropout(attn_drop), deterministic=deterministic)
+    out = Dense(dim, dtype=dtype, name="proj")(self_attention(qkv, num_heads, bias, dropout, dtype))
+    return nn.Dropout(proj_drop)(out, deterministic=deterministic)
+
+
 class Mlp(nn.Module):
     """fc1 -> exact GELU -> dropout -> fc2 -> dropout (timm's Mlp)."""
 

@@ -7,7 +7,6 @@ into the compiled program as constants.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -16,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swin_jax.configs import IntPair, SwinConfig
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, check_images, self_attention, trunc_normal
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
 
 # ---------------------------------------------------------------------------------------------
 # Window operations: plain functions on (B, H, W, C) arrays. They work on numpy and jax arrays.
@@ -85,7 +84,6 @@ def shifted_window_mask(padded_size: IntPair, window_size: IntPair, shift_size: 
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows, with a relative position bias per head."""
 
-    dim: int
     num_heads: int
     window_size: IntPair
     qkv_bias: bool = True
@@ -102,11 +100,8 @@ class WindowAttention(nn.Module):
         bias = relative_position_bias(table, relative_position_index(self.window_size))[None]  # (1, heads, N, N)
         if mask is not None:
             bias = bias + mask[:, None]  # (windows, heads, N, N); -100 swamps the bias where it applies
-        qkv = Dense(3 * self.dim, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
-        dropout = functools.partial(nn.Dropout(self.attn_drop), deterministic=deterministic)
-        out = self_attention(qkv, self.num_heads, bias, dropout, self.dtype)
-        out = Dense(self.dim, dtype=self.dtype, name="proj")(out)
-        return nn.Dropout(self.proj_drop)(out, deterministic=deterministic)
+        return attention(x, self.num_heads, bias, qkv_bias=self.qkv_bias, attn_drop=self.attn_drop,
+                         proj_drop=self.proj_drop, dtype=self.dtype, deterministic=deterministic)
 
 
 class SwinBlock(nn.Module):
@@ -139,7 +134,7 @@ class SwinBlock(nn.Module):
         mask = shifted_window_mask((hp, wp), self.window_size, shift) if shifted else None
         windows = window_partition(y, self.window_size).reshape(-1, wh * ww, c)
         windows = WindowAttention(
-            c, self.num_heads, self.window_size, self.qkv_bias, self.attn_drop, self.proj_drop,
+            self.num_heads, self.window_size, self.qkv_bias, self.attn_drop, self.proj_drop,
             dtype=self.dtype, name="attn",
         )(windows, mask, deterministic)
         y = window_reverse(windows.reshape(-1, wh, ww, c), self.window_size, hp, wp)[:, :h, :w]

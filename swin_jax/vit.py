@@ -5,7 +5,6 @@ Parameter names follow timm's state_dict (`blocks_3/attn/qkv` is `blocks.3.attn.
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import flax.linen as nn
@@ -13,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from swin_jax.configs import VitConfig
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, check_images, self_attention, trunc_normal
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
 
 
 class Attention(nn.Module):
@@ -27,12 +26,8 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        dim = x.shape[-1]
-        qkv = Dense(3 * dim, use_bias=self.qkv_bias, dtype=self.dtype, name="qkv")(x)
-        dropout = functools.partial(nn.Dropout(self.attn_drop), deterministic=deterministic)
-        x = self_attention(qkv, self.num_heads, None, dropout, self.dtype)
-        x = Dense(dim, dtype=self.dtype, name="proj")(x)
-        return nn.Dropout(self.proj_drop)(x, deterministic=deterministic)
+        return attention(x, self.num_heads, None, qkv_bias=self.qkv_bias, attn_drop=self.attn_drop,
+                         proj_drop=self.proj_drop, dtype=self.dtype, deterministic=deterministic)
 
 
 class Block(nn.Module):
