@@ -27,7 +27,7 @@ class Result:
     dtype: str
     img_per_s: float = 0.0
     compile_s: float = 0.0
-    peak_mem_mib: float = 0.0  # rise of the process's resident memory during the measured steps
+    peak_mem_mib: float = 0.0  # peak rise of resident memory from before the model was built
     gflop_per_img: float = 0.0
     mfu: float = 0.0  # achieved FLOP/s / measured matmul peak
     times_s: list[float] = field(default_factory=list)
@@ -35,9 +35,10 @@ class Result:
 
 
 class PeakMemory:
-    """Peak rise of this process's resident set size while the block runs (sampled every 2 ms)."""
+    """Peak rise of this process's resident set size while the block runs (sampled every 2 ms).
+    Memory a previous measurement freed inside the process can be reused without showing."""
 
-    def __enter__(self) -> "PeakMemory":
+    def start(self) -> "PeakMemory":
         import psutil
 
         self._proc = psutil.Process()
@@ -52,7 +53,7 @@ class PeakMemory:
             self.peak = max(self.peak, self._proc.memory_info().rss)
             time.sleep(0.002)
 
-    def __exit__(self, *exc: Any) -> None:
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._proc.memory_info().rss)
@@ -107,6 +108,7 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     from train.optim import make_optimizer
 
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    mem = PeakMemory().start()  # from before the model exists: params, optimizer state, buffers
     model = swin_jax.create_model(name, img_size=img_size, dtype=jdtype, drop_path_rate=0.0)
     params = swin_jax.init_params(model, 0)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, *img_size, model.config.in_chans))
@@ -145,9 +147,14 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
         def run() -> None:
             compiled(params, x).block_until_ready()
 
+    buffers = compiled.memory_analysis()
+    if buffers is not None:  # what XLA allocates for the step: arguments, outputs, temporaries
+        total = buffers.argument_size_in_bytes + buffers.output_size_in_bytes + buffers.temp_size_in_bytes \
+            - buffers.alias_size_in_bytes
+        result.note = f"XLA buffers {total / 2**20:.0f} MiB"
     run()  # warm-up
-    with PeakMemory() as mem:
-        result.times_s = _timed(run, repeats)
+    result.times_s = _timed(run, repeats)
+    mem.stop()
     result.peak_mem_mib = mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
     return result
@@ -159,6 +166,7 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     import timm
     import torch
 
+    mem = PeakMemory().start()  # from before the model exists, as for swin_jax
     model = timm.create_model(name, pretrained=False, img_size=img_size, drop_path_rate=0.0)
     net = torch.compile(model) if compile else model
     result = Result(name, "timm compile" if compile else "timm eager", "train" if train else "forward", batch,
@@ -188,8 +196,8 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     run()  # first call: compilation for torch.compile, warm-up for eager
     result.compile_s = time.perf_counter() - t if compile else 0.0
     run()
-    with PeakMemory() as mem:
-        result.times_s = _timed(run, repeats)
+    result.times_s = _timed(run, repeats)
+    mem.stop()
     result.peak_mem_mib = mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
     return result
@@ -237,19 +245,24 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
     }
 
 
-def table(report: dict) -> str:
-    """The results as a text table with swin_jax / timm-eager ratios."""
+def table(report: dict, markdown: bool = False) -> str:
+    """The results as a text (or markdown) table with swin_jax / timm-eager ratios."""
     rows = report["results"]
-    lines = [f"{'model':<30}{'mode':<9}{'framework':<14}{'img/s':>9}{'ratio':>7}{'compile s':>10}"
-             f"{'peak MiB':>10}{'GFLOP/img':>10}{'MFU':>7}"]
+    head = ["model", "mode", "framework", "img/s", "ratio", "compile s", "peak MiB", "GFLOP/img", "MFU"]
+    body = []
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["mode"] == r["mode"]
                      and b["framework"] == "timm eager"), None)
         ratio = r["img_per_s"] / base["img_per_s"] if base and base["img_per_s"] else float("nan")
-        lines.append(f"{r['model']:<30}{r['mode']:<9}{r['framework']:<14}{r['img_per_s']:>9.2f}{ratio:>7.2f}"
-                     f"{r['compile_s']:>10.1f}{r['peak_mem_mib']:>10.0f}{r['gflop_per_img']:>10.2f}"
-                     f"{100 * r['mfu']:>6.0f}%")
-    return "\n".join(lines)
+        body.append([r["model"], r["mode"], r["framework"], f"{r['img_per_s']:.2f}", f"{ratio:.2f}",
+                     f"{r['compile_s']:.1f}", f"{r['peak_mem_mib']:.0f}", f"{r['gflop_per_img']:.2f}",
+                     f"{100 * r['mfu']:.0f}%"])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
+    widths = [30, 9, 14, 9, 7, 10, 10, 10, 7]
+    fmt = lambda row: "".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+    return "\n".join([fmt(head)] + [fmt(row) for row in body])
 
 
 def write_json(report: dict, path: str | Path) -> Path:

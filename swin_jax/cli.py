@@ -92,7 +92,7 @@ def _bench(args: argparse.Namespace) -> int:
     modes = ["forward", "train"] if args.train else ["forward"]
     report = run_bench(args.models, args.batch, tuple(args.img_size) if args.img_size else None, args.dtype, modes,
                        args.repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr))
-    print(table(report))
+    print(table(report, markdown=args.markdown))
     print(f"wrote {write_json(report, args.json)}")
     return 0
 
@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeats", type=int, default=10, help="timed repetitions (the median is reported)")
     bench.add_argument("--torch-compile", action="store_true", help="also measure timm under torch.compile")
     bench.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
+    bench.add_argument("--markdown", action="store_true", help="print the table in markdown")
     bench.set_defaults(run=_bench)
 
     inspect = commands.add_parser("inspect", help="show a checkpoint's layout, family, config and size")
