@@ -56,6 +56,14 @@ def test_npz_import_round_trip_is_bit_exact_and_detected(tmp_path, layout):
     jax.tree.map(np.testing.assert_array_equal, back, params)
 
 
+def test_msgpack_params_file_round_trip(tmp_path):
+    from swin_jax.checkpoint_io import write_params
+
+    model, params = _jax_model({}, seed=9)
+    back = swin_jax.load_checkpoint(model, write_params(params, tmp_path / "vit.msgpack"))
+    jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
 def test_npz_attention_kernels_have_google_shapes(tmp_path):
     model, params = _jax_model({}, seed=3)
     tensors = swin_jax.to_torch(model, params, layout="vit_jax")

@@ -111,13 +111,26 @@ def write_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> Path:
     raise ValueError(f"cannot write {suffix!r} files ({path}); use .safetensors or .npz")
 
 
-def load_checkpoint(model: Any, path: str | Path, layout: Optional[str] = None) -> dict:
-    """Read a checkpoint file in any known layout (detected from its keys unless given) into
-    `model`'s params; the ViT position embedding is resampled to the model's grid if needed."""
-    from swin_jax.convert import detect_layout, from_torch
+def read_checkpoint(path: str | Path, layout: Optional[str] = None) -> tuple[dict[str, Any], str]:
+    """Any checkpoint file as (flat tensors, layout name): a `.msgpack` params file comes back in
+    the timm layout; other files keep their keys, and their layout is detected unless given."""
+    from swin_jax.layouts import detect_layout
 
+    if Path(path).suffix.lower() == PARAMS_SUFFIX:
+        from swin_jax.checkpoint_info import params_as_timm
+
+        return params_as_timm(read_params(path)), "timm"
     state_dict = read_state_dict(path)
-    return from_torch(model, state_dict, layout or detect_layout(list(state_dict)))
+    return state_dict, layout or detect_layout(list(state_dict))
+
+
+def load_checkpoint(model: Any, path: str | Path, layout: Optional[str] = None) -> dict:
+    """Read a checkpoint file in any known layout, or a `.msgpack` params file, into `model`'s
+    params; position embeddings and bias tables are resized to the model if needed."""
+    from swin_jax.convert import from_torch
+
+    state_dict, layout = read_checkpoint(path, layout)
+    return from_torch(model, state_dict, layout)
 
 
 def save_checkpoint(model: Any, params: Any, path: str | Path, layout: str = "timm") -> Path:

@@ -126,9 +126,8 @@ def check_parity(
     import torch
 
     import swin_torch_ref
-    from swin_jax.checkpoint_info import params_as_timm
-    from swin_jax.checkpoint_io import PARAMS_SUFFIX, read_params, read_state_dict
-    from swin_jax.convert import detect_layout, get_layout, to_torch
+    from swin_jax.checkpoint_io import read_checkpoint
+    from swin_jax.convert import get_layout, to_torch
 
     if name not in MODEL_CONFIGS:
         get_config(name)  # raises the unknown-model error
@@ -136,11 +135,7 @@ def check_parity(
         overrides["img_size"] = tuple(img_size)
     state_dict = None
     if checkpoint is not None:
-        if Path(checkpoint).suffix.lower() == PARAMS_SUFFIX:
-            state_dict, layout = params_as_timm(read_params(checkpoint)), "timm"
-        else:
-            state_dict = read_state_dict(checkpoint)
-            layout = layout or detect_layout(list(state_dict))
+        state_dict, layout = read_checkpoint(checkpoint, layout)
         overrides.setdefault("num_classes", infer_num_classes(state_dict, MODEL_CONFIGS[name][0], layout))
     jax_model = create_model(name, **overrides)
     torch_model = build_torch_model(name, reference, **overrides)

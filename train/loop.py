@@ -114,11 +114,10 @@ def initial_params(cfg: TrainConfig, model: Any, log: Any) -> Any:
     params = swin_jax.init_params(model, cfg.seed)
     if not cfg.init:
         return params
-    from swin_jax.checkpoint_io import read_state_dict
-    from swin_jax.convert import detect_layout, from_torch, infer_num_classes
+    from swin_jax.checkpoint_io import read_checkpoint
+    from swin_jax.convert import from_torch, infer_num_classes
 
-    state = read_state_dict(cfg.init)
-    layout = detect_layout(list(state))
+    state, layout = read_checkpoint(cfg.init)
     classes = infer_num_classes(state, type(model.config), layout)
     source = model.clone(config=dataclasses.replace(model.config, num_classes=classes))
     loaded = dict(from_torch(source, state, layout))
