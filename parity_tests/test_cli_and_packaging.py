@@ -167,7 +167,7 @@ def test_bench_command_writes_table_and_json(tmp_path):
     import json
 
     out = tmp_path / "bench.json"
-    result = run("bench", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "64", "64", "--train",
+    result = run("bench", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "32", "32", "--train",
                  "--repeats", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
