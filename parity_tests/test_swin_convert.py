@@ -44,17 +44,21 @@ def test_from_torch_accepts_numpy_and_ignores_saved_buffers(timm_tiny):
     jax.tree.map(np.testing.assert_array_equal, params, plain)
 
 
-def test_timm_loads_jax_weights_and_reproduces_logits(record):
+@pytest.mark.parametrize("name, overrides", [
+    (NAME, CUSTOM_200x264), ("vit_tiny_patch16_224", dict(global_pool="avg", class_token=False)),
+], ids=["swin-200x264", "vit-avg-noclass"])
+def test_timm_loads_jax_weights_and_reproduces_logits(name, overrides, record):
     """Weights drawn in JAX (at O(1) scale) go to timm strictly and give the same logits."""
-    model = swin_jax.create_model(NAME, **CUSTOM_200x264)
+    model = swin_jax.create_model(name, **overrides)
     params = randomize_jax_params(swin_jax.init_params(model, 3), seed=4)
-    theirs = timm_model(NAME, **CUSTOM_200x264)
+    theirs = timm_model(name, **overrides)
     theirs.load_state_dict({k: torch.from_numpy(v) for k, v in swin_jax.to_torch(model, params).items()}, strict=True)
-    images = torch.randn(2, 3, 200, 264, generator=torch.Generator().manual_seed(0))
+    images = torch.randn(2, 3, *model.config.img_size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = theirs(images).numpy()
     ours = jax.jit(model.apply)({"params": params}, jnp.asarray(nchw_to_nhwc(images)))
-    assert record("swin timm loaded from to_torch, logits", rel_diff(expected, ours)) <= FORWARD_TOL
+    label = f"{model.config.family} timm loaded from to_torch, logits"
+    assert record(label, rel_diff(expected, ours)) <= FORWARD_TOL
 
 
 def test_bfloat16_torch_tensors_are_read():
