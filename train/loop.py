@@ -135,8 +135,8 @@ class MetricsLog:
 
     FIELDS = ["epoch", "step", "train_loss", "test_loss", "test_acc", "lr", "seconds", "img_per_s"]
 
-    def __init__(self, path: Path, resume_step: int):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int, write: bool = True):
+        self.path, self.write = path, write  # only one process of a multi-host run writes
         rows = []
         if resume_step and path.exists():
             with path.open() as f:
@@ -149,6 +149,8 @@ class MetricsLog:
         self._write()
 
     def _write(self) -> None:
+        if not self.write:
+            return
         tmp = self.path.with_suffix(".csv.tmp")
         with tmp.open("w", newline="") as f:
             writer = csv.DictWriter(f, self.FIELDS)
@@ -248,7 +250,8 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
         start = int(state.step)
         log(f"resumed from step {start} (epoch {start / steps_per_epoch:.2f}) in {out / 'checkpoints'}")
-    (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+    if main_process:
+        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
 
     key = jax.random.PRNGKey(cfg.seed)
     step_fn = jax.jit(
@@ -268,7 +271,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
             totals = {k: totals[k] + float(result[k]) for k in totals}
         return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"], int(totals["correct"])
 
-    metrics_log = MetricsLog(out / "metrics.csv", start)
+    metrics_log = MetricsLog(out / "metrics.csv", start, write=main_process)
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not main_process, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 15.0)  # logs get a line every 15 s
     losses, window_start, seen = [], time.time(), 0
