@@ -176,3 +176,23 @@ def test_bench_command_writes_table_and_json(tmp_path):
     assert report["machine"]["matmul_gflops"]["peak"] > 0
     assert all(r["img_per_s"] > 0 and r["gflop_per_img"] > 0 for r in report["results"])
     assert "ratio" in result.stdout and "swin_jax" in result.stdout
+
+
+def test_bench_memory_probe_and_xla_options(tmp_path):
+    """--memory measures each peak alone in a child process; --xla-option reaches XLA's compile
+    (an unknown option must fail the swin_jax measurement, a known one must not)."""
+    import json
+
+    out = tmp_path / "bench.json"
+    args = ("bench", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "32", "32", "--repeats", "1",
+            "--json", str(out))
+    result = run(*args, "--memory", "--xla-option", "xla_cpu_enable_fast_math=false")
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["compiler_options"] == {"xla_cpu_enable_fast_math": False}
+    assert {r["framework"] for r in report["results"]} == {"swin_jax", "timm eager"}
+    assert all(r["isolated_peak_mib"] > 0 for r in report["results"]), report["results"]
+    assert "alone MiB" in result.stdout
+    bad = run(*args, "--xla-option", "xla_cpu_no_such_option=1")
+    assert "a measurement failed" in bad.stderr and "xla_cpu_no_such_option" in bad.stderr
+    assert run(*args, "--xla-option", "no_equals_sign").returncode == 2

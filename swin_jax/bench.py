@@ -7,7 +7,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -28,6 +31,7 @@ class Result:
     img_per_s: float = 0.0
     compile_s: float = 0.0
     peak_mem_mib: float = 0.0  # peak rise of resident memory from before the model was built
+    isolated_peak_mib: float = -1.0  # the same, measured alone in a fresh process (-1: not measured)
     gflop_per_img: float = 0.0
     mfu: float = 0.0  # achieved FLOP/s / measured matmul peak
     times_s: list[float] = field(default_factory=list)
@@ -99,7 +103,7 @@ def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> dict[str, floa
 
 
 def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
-              repeats: int) -> Result:
+              repeats: int, compiler_options: Optional[dict[str, str]] = None) -> Result:
     import jax
     import jax.numpy as jnp
     import optax
@@ -130,7 +134,7 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
         state = [params, tx.init(params)]
         fn = jax.jit(step, donate_argnums=(0, 1))
         t = time.perf_counter()
-        compiled = fn.lower(*state, x).compile()
+        compiled = fn.lower(*state, x).compile(compiler_options)
         result.compile_s = time.perf_counter() - t
         # model FLOPs: forward + backward (2x forward), the usual MFU convention
         result.gflop_per_img = 3 * fwd.lower(params, x).compile().cost_analysis()["flops"] / batch / 1e9
@@ -140,7 +144,7 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
             jax.block_until_ready(state)
     else:
         t = time.perf_counter()
-        compiled = fwd.lower(params, x).compile()
+        compiled = fwd.lower(params, x).compile(compiler_options)
         result.compile_s = time.perf_counter() - t
         result.gflop_per_img = compiled.cost_analysis()["flops"] / batch / 1e9
 
@@ -203,9 +207,43 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     return result
 
 
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def memory_probe(spec: dict) -> float:
+    """Run one measurement in this (fresh) process and return the peak rise of its resident
+    memory, in MiB, over what it held after importing jax, torch and timm."""
+    import importlib
+
+    for module in ("jax", "torch", "timm"):  # both frameworks are loaded before the baseline
+        importlib.import_module(module)
+    base = _rss_bytes()
+    args = (spec["model"], spec["batch"], tuple(spec["img_size"]), spec["dtype"], spec["mode"] == "train", 1)
+    if spec["framework"] == "swin_jax":
+        bench_jax(*args, compiler_options=spec.get("compiler_options"))
+    else:
+        bench_timm(*args, compile=spec["framework"] == "timm compile")
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20  # ru_maxrss is KiB
+
+
+def isolated_peak_mib(spec: dict) -> float:
+    """`memory_probe` in a child process: a clean peak for one framework, unaffected by memory
+    that earlier measurements freed inside the benchmarking process."""
+    code = "import json, sys, swin_jax.bench as b; print(b.memory_probe(json.loads(sys.argv[1])))"
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, int]], dtype: str,
-              modes: Sequence[str], repeats: int, torch_compile: bool, log: Callable[[str], None] = print) -> dict:
-    """Measure every model x mode for swin_jax and timm; returns the JSON-able report."""
+              modes: Sequence[str], repeats: int, torch_compile: bool, log: Callable[[str], None] = print,
+              memory: bool = False, compiler_options: Optional[dict[str, str]] = None) -> dict:
+    """Measure every model x mode for swin_jax and timm; returns the JSON-able report.
+
+    `memory` also measures each peak alone in a child process; `compiler_options` go to XLA's
+    compile of the swin_jax programs (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...})."""
     import jax
     import timm
     import torch
@@ -219,7 +257,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
         size = tuple(img_size or swin_jax.get_config(name).img_size)
         for mode in modes:
             train = mode == "train"
-            runs = [lambda: bench_jax(name, batch, size, dtype, train, repeats),
+            runs = [lambda: bench_jax(name, batch, size, dtype, train, repeats, compiler_options),
                     lambda: bench_timm(name, batch, size, dtype, train, repeats, False)]
             if torch_compile:
                 runs.append(lambda: bench_timm(name, batch, size, dtype, train, repeats, True))
@@ -229,6 +267,14 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
                     measured.append(fn())
                 except Exception as err:  # e.g. torch.compile without a working toolchain
                     log(f"  {name} {mode}: a measurement failed: {type(err).__name__}: {str(err)[:200]}")
+            if memory:
+                for r in measured:
+                    spec = {"model": name, "framework": r.framework, "mode": mode, "batch": batch,
+                            "img_size": list(size), "dtype": dtype, "compiler_options": compiler_options}
+                    try:
+                        r.isolated_peak_mib = isolated_peak_mib(spec)
+                    except subprocess.CalledProcessError as err:
+                        log(f"  {name} {mode} {r.framework}: the memory probe failed: {err.stderr[-300:]}")
             flops = next((r.gflop_per_img for r in measured if r.framework == "swin_jax"), 0.0)
             for r in measured:
                 r.gflop_per_img = flops
@@ -239,6 +285,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "device": str(jax.devices()[0]), "matmul_gflops": peak},
+        "compiler_options": compiler_options or {},
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "swin_jax": swin_jax.__version__},
         "results": [asdict(r) for r in results],
@@ -248,19 +295,20 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
 def table(report: dict, markdown: bool = False) -> str:
     """The results as a text (or markdown) table with swin_jax / timm-eager ratios."""
     rows = report["results"]
-    head = ["model", "mode", "framework", "img/s", "ratio", "compile s", "peak MiB", "GFLOP/img", "MFU"]
+    head = ["model", "mode", "framework", "img/s", "ratio", "compile s", "peak MiB", "alone MiB", "GFLOP/img", "MFU"]
     body = []
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["mode"] == r["mode"]
                      and b["framework"] == "timm eager"), None)
         ratio = r["img_per_s"] / base["img_per_s"] if base and base["img_per_s"] else float("nan")
         body.append([r["model"], r["mode"], r["framework"], f"{r['img_per_s']:.2f}", f"{ratio:.2f}",
-                     f"{r['compile_s']:.1f}", f"{r['peak_mem_mib']:.0f}", f"{r['gflop_per_img']:.2f}",
+                     f"{r['compile_s']:.1f}", f"{r['peak_mem_mib']:.0f}",
+                     f"{r['isolated_peak_mib']:.0f}" if r["isolated_peak_mib"] >= 0 else "-", f"{r['gflop_per_img']:.2f}",
                      f"{100 * r['mfu']:.0f}%"])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-    widths = [30, 9, 14, 9, 7, 10, 10, 10, 7]
+    widths = [30, 9, 14, 9, 7, 10, 10, 10, 10, 7]
     fmt = lambda row: "".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     return "\n".join([fmt(head)] + [fmt(row) for row in body])
 

@@ -90,8 +90,17 @@ def _bench(args: argparse.Namespace) -> int:
     from swin_jax.bench import run_bench, table, write_json
 
     modes = ["forward", "train"] if args.train else ["forward"]
+    options = {}
+    for item in args.xla_option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            print(f"error: --xla-option takes KEY=VALUE, got {item!r}", file=sys.stderr)
+            return 2
+        # XLA reads bools and numbers from Python values, enums and the rest from strings
+        options[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
     report = run_bench(args.models, args.batch, tuple(args.img_size) if args.img_size else None, args.dtype, modes,
-                       args.repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr))
+                       args.repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr),
+                       memory=args.memory, compiler_options=options or None)
     print(table(report, markdown=args.markdown))
     print(f"wrote {write_json(report, args.json)}")
     return 0
@@ -156,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--train", action="store_true", help="also time a full train step")
     bench.add_argument("--repeats", type=int, default=10, help="timed repetitions (the median is reported)")
     bench.add_argument("--torch-compile", action="store_true", help="also measure timm under torch.compile")
+    bench.add_argument("--memory", action="store_true",
+                       help="also measure each peak memory alone, in a fresh child process (slower)")
+    bench.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
+                       help="an XLA compiler option for the swin_jax programs (repeatable), e.g. "
+                            "xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
     bench.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
     bench.add_argument("--markdown", action="store_true", help="print the table in markdown")
     bench.set_defaults(run=_bench)
