@@ -226,7 +226,20 @@ def memory_probe(spec: dict) -> float:
         bench_jax(*args, compiler_options=spec.get("compiler_options"))
     else:
         bench_timm(*args, compile=spec["framework"] == "timm compile")
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base) / 2**20  # ru_maxrss is KiB
+    return (_peak_rss_bytes() - base) / 2**20
+
+
+def _peak_rss_bytes() -> int:
+    """This process's peak resident set: VmHWM on Linux (ru_maxrss there can carry the peak of
+    the parent that forked this process), ru_maxrss elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
 def isolated_peak_mib(spec: dict) -> float:

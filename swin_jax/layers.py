@@ -37,6 +37,33 @@ def LayerNorm(eps: float, dtype: Any = jnp.float32, name: str | None = None) -> 
     return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name)
 
 
+@jax.custom_vjp
+def materialize_cotangent(x: jax.Array) -> jax.Array:
+    """Identity. In the backward pass, the cotangent arriving here is computed once into a
+    buffer before it flows on."""
+    return x
+
+
+def _materialize_fwd(x: jax.Array) -> tuple[jax.Array, None]:
+    return x, None
+
+
+def _materialize_bwd(_: None, cotangent: jax.Array) -> tuple[jax.Array]:
+    # A product with an identity matrix is exact, costs 2 x 16 FLOPs per element, and is a
+    # matmul, which XLA cannot duplicate into the consumers. Without it XLA:CPU fuses the
+    # residual stream's cotangent (an elementwise chain growing by one block at a time) into
+    # every block's backward fusions and re-computes it there: quadratic in depth.
+    # (jax.lax.optimization_barrier would say this directly, but XLA:CPU drops it.)
+    width = 16 if cotangent.size % 16 == 0 else 1
+    rows = cotangent.reshape(-1, width)
+    eye = jnp.eye(width, dtype=cotangent.dtype)
+    out = jax.lax.dot(rows, eye, precision=jax.lax.Precision.HIGHEST, preferred_element_type=cotangent.dtype)
+    return (out.reshape(cotangent.shape),)
+
+
+materialize_cotangent.defvjp(_materialize_fwd, _materialize_bwd)
+
+
 def gelu(x: jax.Array) -> jax.Array:
     """Exact GELU written as torch computes it, x * 0.5 * (1 + erf(x / sqrt 2)). (jax.nn.gelu's
     exact form goes through erfc, which XLA:CPU evaluates more slowly, in training 2-3x.)"""
@@ -128,7 +155,8 @@ def attention(x: jax.Array, num_heads: int, bias: Optional[jax.Array], *, qkv_bi
     """timm's attention layer inside the calling module's `@nn.compact` method: its Dense
     layers become that module's `qkv` and `proj` (timm's `attn.qkv`, `attn.proj`)."""
     dim = x.shape[-1]
-    qkv = Dense(3 * dim, use_bias=qkv_bias, dtype=dtype, name="qkv")(x)
+    # the qkv cotangent is assembled from the q, k, v gradients: build it once (see materialize_cotangent)
+    qkv = materialize_cotangent(Dense(3 * dim, use_bias=qkv_bias, dtype=dtype, name="qkv")(x))
     dropout = functools.partial(nn.Dropout(attn_drop), deterministic=deterministic)
     attended = self_attention(qkv, num_heads, bias, dropout, dtype, deterministic or attn_drop == 0.0)
     out = Dense(dim, dtype=dtype, name="proj")(attended)
@@ -145,7 +173,8 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         out_dim = x.shape[-1]
-        x = gelu(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x))
+        # the GELU backward feeds three consumers (dx, dW, db): compute it once
+        x = gelu(materialize_cotangent(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)))
         x = nn.Dropout(self.drop)(x, deterministic=deterministic)
         x = Dense(out_dim, dtype=self.dtype, name="fc2")(x)
         return nn.Dropout(self.drop)(x, deterministic=deterministic)

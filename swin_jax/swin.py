@@ -15,7 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from swin_jax.configs import IntPair, SwinConfig
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
+from swin_jax.layers import (Dense, DropPath, LayerNorm, Mlp, attention, check_images, materialize_cotangent,
+                             trunc_normal)
 
 # ---------------------------------------------------------------------------------------------
 # Window operations: plain functions on (B, H, W, C) arrays. They work on numpy and jax arrays.
@@ -123,6 +124,7 @@ class SwinBlock(nn.Module):
         _, h, w, c = x.shape
         (wh, ww), shift = self.window_size, self.shift_size
         shifted = any(shift)
+        x = materialize_cotangent(x)
 
         y = LayerNorm(self.eps, self.dtype, name="norm1")(x)
         if shifted:

@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 
 from swin_jax.configs import VitConfig
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
+from swin_jax.layers import (Dense, DropPath, LayerNorm, Mlp, attention, check_images, materialize_cotangent,
+                             trunc_normal)
 
 
 class Attention(nn.Module):
@@ -40,6 +41,7 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
+        x = materialize_cotangent(x)
         y = LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm1")(x)
         y = Attention(cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate, self.dtype, name="attn")(
             y, deterministic)
