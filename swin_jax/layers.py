@@ -53,7 +53,8 @@ def _materialize_bwd(_: None, cotangent: jax.Array) -> tuple[jax.Array]:
     # matmul, which XLA cannot duplicate into the consumers. Without it XLA:CPU fuses the
     # residual stream's cotangent (an elementwise chain growing by one block at a time) into
     # every block's backward fusions and re-computes it there: quadratic in depth.
-    # (jax.lax.optimization_barrier would say this directly, but XLA:CPU drops it.)
+    # (jax.lax.optimization_barrier would say this directly, but XLA:CPU drops it.) An inf in
+    # the cotangent turns its row of 16 into NaN (inf * 0); by then the step has failed anyway.
     width = 16 if cotangent.size % 16 == 0 else 1
     rows = cotangent.reshape(-1, width)
     eye = jnp.eye(width, dtype=cotangent.dtype)
