@@ -102,3 +102,31 @@ def test_unknown_model_and_option_are_named():
         swin_jax.create_model("swin_tinny")
     with pytest.raises(TypeError, match=r"has no option\(s\) \['windowsize'\]"):
         swin_jax.create_model(NAME, windowsize=8)
+
+
+@pytest.mark.parametrize("name", [NAME, "vit_tiny_patch16_224"])
+def test_attention_dropout_takes_the_autodiff_path(name):
+    """With attn_drop_rate > 0, train mode drops attention weights (keyed by the dropout rng) and
+    still differentiates; with it at 0, train mode runs the written-out attention backward and
+    equals eval mode, values and gradients."""
+    size = dict(img_size=(40, 56), embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4) \
+        if name == NAME else dict(img_size=(32, 48), embed_dim=16, depth=2, num_heads=2)
+    x = _images((2, *size["img_size"], 3))
+    for rate in (0.3, 0.0):
+        model = swin_jax.create_model(name, attn_drop_rate=rate, drop_path_rate=0.0, num_classes=5, **size)
+        params = randomize_jax_params(swin_jax.init_params(model, 0), seed=1)
+
+        def loss(p, train, key):
+            return (model.apply({"params": p}, x, train=train, rngs={"dropout": key}) ** 2).mean()
+
+        grad = jax.jit(jax.value_and_grad(loss), static_argnums=1)
+        eval_value, eval_grads = grad(params, False, jax.random.PRNGKey(0))
+        values = [grad(params, True, jax.random.PRNGKey(k)) for k in (1, 1, 2)]
+        assert float(values[0][0]) == float(values[1][0])  # the same key, the same draw
+        assert all(np.isfinite(g).all() for g in jax.tree_util.tree_leaves(values[0][1]))
+        if rate:
+            assert float(values[0][0]) != float(values[2][0]) and float(values[0][0]) != float(eval_value)
+        else:
+            np.testing.assert_allclose(float(values[2][0]), float(eval_value), rtol=1e-6)
+            for a, b in zip(jax.tree_util.tree_leaves(values[2][1]), jax.tree_util.tree_leaves(eval_grads)):
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
