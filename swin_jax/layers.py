@@ -94,10 +94,15 @@ def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.
     return _attention_core_fwd(q, k, v, bias)[0]
 
 
-def _attention_core_fwd(q, k, v, bias):
-    softmax_dtype = jnp.promote_types(q.dtype, jnp.float32)  # never a bf16 softmax
+def _attention_probs(q: jax.Array, k: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
+    """softmax(q·kᵀ + bias) over the last axis, computed in >= fp32 (never a bf16 softmax)."""
+    softmax_dtype = jnp.promote_types(q.dtype, jnp.float32)
     scores = _add_bias(_batched_matmul(q, k, 2, 2).astype(softmax_dtype), bias)
-    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    return jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+
+
+def _attention_core_fwd(q, k, v, bias):
+    probs = _attention_probs(q, k, bias)
     return _batched_matmul(probs, v, 2, 1), (q, k, v, probs, bias)
 
 
@@ -124,7 +129,6 @@ def self_attention(
     num_heads: int,
     bias: Optional[jax.Array],
     dropout: Callable[[jax.Array], jax.Array],
-    dtype: Any,
     deterministic: bool = True,
 ) -> jax.Array:
     """Multi-head self-attention on a fused (B, N, 3 * D) qkv projection, as timm computes it:
@@ -143,9 +147,7 @@ def self_attention(
     if deterministic:
         out = attention_core(q, k, v, bias)
     else:
-        softmax_dtype = jnp.promote_types(dtype, jnp.float32)
-        scores = _add_bias(_batched_matmul(q, k, 2, 2).astype(softmax_dtype), bias)
-        out = _batched_matmul(dropout(jax.nn.softmax(scores, axis=-1).astype(dtype)), v, 2, 1)
+        out = _batched_matmul(dropout(_attention_probs(q, k, bias)), v, 2, 1)
     out = out.reshape(batch, num_heads, n, head_dim).transpose(0, 2, 1, 3)
     return out.reshape(batch, n, num_heads * head_dim)
 
@@ -158,7 +160,7 @@ def attention(x: jax.Array, num_heads: int, bias: Optional[jax.Array], *, qkv_bi
     # the qkv cotangent is assembled from the q, k, v gradients: build it once (see materialize_cotangent)
     qkv = materialize_cotangent(Dense(3 * dim, use_bias=qkv_bias, dtype=dtype, name="qkv")(x))
     dropout = functools.partial(nn.Dropout(attn_drop), deterministic=deterministic)
-    attended = self_attention(qkv, num_heads, bias, dropout, dtype, deterministic or attn_drop == 0.0)
+    attended = self_attention(qkv, num_heads, bias, dropout, deterministic or attn_drop == 0.0)
     out = Dense(dim, dtype=dtype, name="proj")(attended)
     return nn.Dropout(proj_drop)(out, deterministic=deterministic)
 
