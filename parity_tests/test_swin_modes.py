@@ -104,16 +104,17 @@ def test_unknown_model_and_option_are_named():
         swin_jax.create_model(NAME, windowsize=8)
 
 
+@pytest.mark.parametrize("option", ["attn_drop_rate", "proj_drop_rate"])
 @pytest.mark.parametrize("name", [NAME, "vit_tiny_patch16_224"])
-def test_attention_dropout_takes_the_autodiff_path(name):
-    """With attn_drop_rate > 0, train mode drops attention weights (keyed by the dropout rng) and
-    still differentiates; with it at 0, train mode runs the written-out attention backward and
-    equals eval mode, values and gradients."""
+def test_dropout_takes_the_autodiff_path(name, option):
+    """With attention dropout (attn_drop_rate) or projection/MLP dropout (proj_drop_rate) > 0,
+    train mode drops (keyed by the dropout rng) and still differentiates; at 0, train mode runs
+    the written-out attention and MLP backward passes and equals eval mode, values and gradients."""
     size = dict(img_size=(40, 56), embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4) \
         if name == NAME else dict(img_size=(32, 48), embed_dim=16, depth=2, num_heads=2)
     x = _images((2, *size["img_size"], 3))
     for rate in (0.3, 0.0):
-        model = swin_jax.create_model(name, attn_drop_rate=rate, drop_path_rate=0.0, num_classes=5, **size)
+        model = swin_jax.create_model(name, **{option: rate}, drop_path_rate=0.0, num_classes=5, **size)
         params = randomize_jax_params(swin_jax.init_params(model, 0), seed=1)
 
         def loss(p, train, key):

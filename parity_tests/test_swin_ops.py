@@ -146,3 +146,81 @@ def test_materialize_cotangent_is_an_exact_identity(shape, dtype):
     assert out.dtype == grad.dtype == dtype
     np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(x, np.float32))
     np.testing.assert_array_equal(np.asarray(grad, np.float32), np.asarray(g, np.float32))
+
+
+def _plain_mlp(x, w1, b1, w2, b2):
+    """The MLP as autodiff sees it: nn.Dense, jax.nn.gelu (exact), nn.Dense."""
+    hidden = jnp.einsum("...c,ch->...h", x, w1) + b1
+    return jnp.einsum("...h,hc->...c", jax.nn.gelu(hidden, approximate=False), w2) + b2
+
+
+def _mlp_args(c=12, h=40, lead=(2, 5, 7), seed=0):
+    keys = jax.random.split(jax.random.PRNGKey(seed), 6)
+    x = jax.random.normal(keys[0], (*lead, c))
+    w1, w2 = jax.random.normal(keys[1], (c, h)) / c**0.5, jax.random.normal(keys[2], (h, c)) / h**0.5
+    b1, b2 = jax.random.normal(keys[3], (h,)), jax.random.normal(keys[4], (c,))  # O(1): GELU's tails too
+    return (x, w1, b1, w2, b2), jax.random.normal(keys[5], x.shape)
+
+
+def test_mlp_core_backward_equals_autodiff():
+    """mlp_core re-computes the GELU and its derivative in the backward pass; its gradients
+    (input, both kernels, both biases) equal JAX's derivative of the plain MLP."""
+    from swin_jax.layers import mlp_core
+
+    args, cotangent = _mlp_args()
+    with jax.default_matmul_precision("highest"):
+        ours, ours_vjp = jax.jit(lambda *a: jax.vjp(mlp_core, *a))(*args)
+        ref, ref_vjp = jax.vjp(_plain_mlp, *args)
+        np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-6)
+        for name, got, want in zip("x w1 b1 w2 b2".split(), jax.jit(ours_vjp)(cotangent), ref_vjp(cotangent)):
+            assert got.shape == want.shape, name
+            scale = float(jnp.abs(want).max())
+            assert float(jnp.abs(got - want).max()) / scale < 1e-6, name
+
+
+def test_mlp_core_bfloat16_gradients_keep_dtypes():
+    from swin_jax.layers import mlp_core
+
+    args, cotangent = _mlp_args()
+    args = tuple(a.astype(jnp.bfloat16) for a in args)
+    out, vjp = jax.vjp(mlp_core, *args)
+    grads = vjp(cotangent.astype(jnp.bfloat16))
+    assert out.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
+    want = jax.vjp(_plain_mlp, *args)[1](cotangent.astype(jnp.bfloat16))
+    for got, ref in zip(grads, want):  # bf16 keeps 8 bits: agree to a few of its ulps
+        got, ref = np.asarray(got, np.float32), np.asarray(ref, np.float32)
+        assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+
+
+def test_mlp_core_keeps_less_for_the_backward_pass():
+    """What the change is for: XLA's temporaries for the gradient of a stack of MLP blocks,
+    against autodiff of the same MLP (which kept GELU output, erfc and exp terms alive from the
+    forward pass on). Fails if XLA merges or hoists the backward's re-computation."""
+    from swin_jax.layers import mlp_core
+
+    (x, *_), _ = _mlp_args(c=64, h=256, lead=(8, 196))
+
+    def stacked(core):
+        def loss(weights, x):
+            for w in weights:
+                x = x + core(x, *w)
+            return jnp.sum(x**2)
+        return loss
+
+    weights = [_mlp_args(c=64, h=256, lead=(1,), seed=i)[0][1:] for i in range(4)]
+    temp = {name: jax.jit(jax.grad(stacked(core))).lower(weights, x).compile().memory_analysis().temp_size_in_bytes
+            for name, core in (("ours", mlp_core), ("autodiff", _plain_mlp))}
+    assert temp["ours"] < 0.7 * temp["autodiff"], temp
+
+
+def test_not_before_is_exact():
+    """The scheduling helper returns its input bit for bit (infinities included); only a row
+    whose `other` starts with NaN comes out zero."""
+    from swin_jax.layers import _not_before
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 5)).at[0, 0, 0].set(jnp.inf)
+    other = jnp.ones((3, 4, 2)).at[1, 2, 0].set(jnp.inf)
+    np.testing.assert_array_equal(jax.jit(_not_before)(x, other), x)
+    out = _not_before(x, other.at[2, 1, 0].set(jnp.nan))
+    np.testing.assert_array_equal(out[2, 1], 0.0)
+    np.testing.assert_array_equal(out.at[2, 1].set(x[2, 1]), x)

@@ -12,6 +12,7 @@ from typing import Any, Callable, Optional
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def trunc_normal(std: float) -> Callable[..., jax.Array]:
@@ -36,6 +37,18 @@ def LayerNorm(eps: float, dtype: Any = jnp.float32, name: str | None = None) -> 
     return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name)
 
 
+def identity_product(x: jax.Array) -> jax.Array:
+    """`x` again, computed as an exact product with a 16 x 16 identity matrix. Being a matmul,
+    XLA neither fuses it into its consumers nor merges it (CSE) with the same expression elsewhere.
+
+    It costs 2 x 16 FLOPs per element. An inf in `x` turns its row of 16 into NaN (inf * 0)."""
+    width = 16 if x.size % 16 == 0 else 1
+    rows = x.reshape(-1, width)
+    eye = jnp.eye(width, dtype=x.dtype)
+    out = jax.lax.dot(rows, eye, precision=jax.lax.Precision.HIGHEST, preferred_element_type=x.dtype)
+    return out.reshape(x.shape)
+
+
 @jax.custom_vjp
 def materialize_cotangent(x: jax.Array) -> jax.Array:
     """Identity. In the backward pass, the cotangent arriving here is computed once into a
@@ -48,17 +61,11 @@ def _materialize_fwd(x: jax.Array) -> tuple[jax.Array, None]:
 
 
 def _materialize_bwd(_: None, cotangent: jax.Array) -> tuple[jax.Array]:
-    # A product with an identity matrix is exact, costs 2 x 16 FLOPs per element, and is a
-    # matmul, which XLA cannot duplicate into the consumers. Without it XLA:CPU fuses the
-    # residual stream's cotangent (an elementwise chain growing by one block at a time) into
-    # every block's backward fusions and re-computes it there: quadratic in depth.
-    # (jax.lax.optimization_barrier would say this directly, but XLA:CPU drops it.) An inf in
-    # the cotangent turns its row of 16 into NaN (inf * 0); by then the step has failed anyway.
-    width = 16 if cotangent.size % 16 == 0 else 1
-    rows = cotangent.reshape(-1, width)
-    eye = jnp.eye(width, dtype=cotangent.dtype)
-    out = jax.lax.dot(rows, eye, precision=jax.lax.Precision.HIGHEST, preferred_element_type=cotangent.dtype)
-    return (out.reshape(cotangent.shape),)
+    # Without this XLA:CPU fuses the residual stream's cotangent (an elementwise chain growing
+    # by one block at a time) into every block's backward fusions and re-computes it there:
+    # quadratic in depth. (jax.lax.optimization_barrier would say this directly, but XLA:CPU
+    # drops it.) By the time a cotangent holds an inf the step has failed anyway.
+    return (identity_product(cotangent),)
 
 
 materialize_cotangent.defvjp(_materialize_fwd, _materialize_bwd)
@@ -68,6 +75,64 @@ gelu = functools.partial(jax.nn.gelu, approximate=False)  # torch.nn.GELU() is t
 # (x * 0.5 * (1 + erf(x / sqrt 2)), torch's own formula, ran the GELU ~40% faster in training on
 # XLA:CPU, but made fp32 results depend on how the batch is split over devices: a 4-device run
 # moved 1.8e-5 from the 1-device run, this form 5.5e-6 (bound 1e-5). Measured, not adopted.)
+
+
+def gelu_derivative(x: jax.Array) -> jax.Array:
+    """d gelu / dx for jax.nn.gelu's exact form 0.5 x erfc(-x / sqrt 2), as autodiff forms it."""
+    sqrt_half = np.sqrt(0.5).astype(x.dtype)
+    return 0.5 * jax.lax.erfc(-x * sqrt_half) + x * (sqrt_half / np.sqrt(np.pi)).astype(x.dtype) * jnp.exp(
+        -jnp.square(x * sqrt_half))
+
+
+def _linear(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
+    """x @ kernel + bias over the last axis of x, as nn.Dense computes it."""
+    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+
+
+def _rows(x: jax.Array) -> jax.Array:
+    return x.reshape(-1, x.shape[-1])
+
+
+def _not_before(x: jax.Array, other: jax.Array) -> jax.Array:
+    """`x`, as a value XLA can only compute once `other` (same leading shape) exists.
+
+    The backward pass re-computes from a forward value; without this XLA either merges the
+    re-computation with the forward's (CSE) or schedules it early, and the result stays alive
+    from the forward pass on: the memory the re-computation was meant to save. Exact: a row
+    comes out zero only where `other` holds a NaN, and that NaN reaches the gradient anyway.
+    (jax.lax.optimization_barrier would say this directly, but XLA:CPU drops it.)"""
+    first = other[..., :1]
+    return jnp.where(first == first, x, jnp.zeros_like(x))
+
+
+@jax.custom_vjp
+def mlp_core(x: jax.Array, w1: jax.Array, b1: jax.Array, w2: jax.Array, b2: jax.Array) -> jax.Array:
+    """gelu(x @ w1 + b1) @ w2 + b2 over the last axis of x, keeping for the backward pass only
+    x and the hidden pre-activation (torch keeps those plus the GELU output). The GELU and its
+    derivative are re-computed in the backward pass; autodiff on XLA:CPU kept four hidden-size
+    buffers per block alive instead of one (GELU output, erfc and exp terms, fc1 before bias):
+    about 520 MiB of a Swin-T train step's peak at batch 8."""
+    return _linear(gelu(_linear(x, w1, b1)), w2, b2)
+
+
+def _mlp_core_fwd(x, w1, b1, w2, b2):
+    hidden = _linear(x, w1, b1)
+    return _linear(gelu(hidden), w2, b2), (x, hidden, w1, w2)
+
+
+def _mlp_core_bwd(residuals, d_out):
+    x, hidden, w1, w2 = residuals
+    hidden = _not_before(hidden, d_out)
+    d_out_rows = _rows(d_out)
+    d_w2 = _rows(gelu(hidden)).T @ d_out_rows
+    d_hidden = (d_out @ w2.T) * gelu_derivative(hidden)
+    # computed once for its three consumers (see materialize_cotangent)
+    d_hidden_rows = identity_product(_rows(d_hidden))
+    d_x = (d_hidden_rows @ w1.T).reshape(x.shape)
+    return d_x, _rows(x).T @ d_hidden_rows, d_hidden_rows.sum(axis=0), d_w2, d_out_rows.sum(axis=0)
+
+
+mlp_core.defvjp(_mlp_core_fwd, _mlp_core_bwd)
 
 
 def _batched_matmul(a: jax.Array, b: jax.Array, contract_a: int, contract_b: int) -> jax.Array:
@@ -165,6 +230,18 @@ def attention(x: jax.Array, num_heads: int, bias: Optional[jax.Array], *, qkv_bi
     return nn.Dropout(proj_drop)(out, deterministic=deterministic)
 
 
+class DenseParams(nn.Module):
+    """The kernel and bias a `Dense` layer of this width would hold (same names, init and
+    float32 storage), for layers that run their own matmuls."""
+
+    features: int
+
+    @nn.compact
+    def __call__(self, in_features: int) -> tuple[jax.Array, jax.Array]:
+        kernel = self.param("kernel", trunc_normal(0.02), (in_features, self.features), jnp.float32)
+        return kernel, self.param("bias", nn.initializers.zeros, (self.features,), jnp.float32)
+
+
 class Mlp(nn.Module):
     """fc1 -> exact GELU -> dropout -> fc2 -> dropout (timm's Mlp)."""
 
@@ -175,11 +252,13 @@ class Mlp(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         out_dim = x.shape[-1]
-        # the GELU backward feeds three consumers (dx, dW, db): compute it once
-        x = gelu(materialize_cotangent(Dense(self.hidden_dim, dtype=self.dtype, name="fc1")(x)))
-        x = nn.Dropout(self.drop)(x, deterministic=deterministic)
-        x = Dense(out_dim, dtype=self.dtype, name="fc2")(x)
-        return nn.Dropout(self.drop)(x, deterministic=deterministic)
+        w1, b1 = DenseParams(self.hidden_dim, name="fc1")(out_dim)
+        w2, b2 = DenseParams(out_dim, name="fc2")(self.hidden_dim)
+        x, w1, b1, w2, b2 = (t.astype(self.dtype) for t in (x, w1, b1, w2, b2))
+        if deterministic or self.drop == 0.0:
+            return mlp_core(x, w1, b1, w2, b2)
+        x = nn.Dropout(self.drop)(gelu(_linear(x, w1, b1)), deterministic=False)
+        return nn.Dropout(self.drop)(_linear(x, w2, b2), deterministic=False)
 
 
 class DropPath(nn.Module):
