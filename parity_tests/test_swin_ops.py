@@ -187,9 +187,9 @@ def test_mlp_core_bfloat16_gradients_keep_dtypes():
     grads = vjp(cotangent.astype(jnp.bfloat16))
     assert out.dtype == jnp.bfloat16 and all(g.dtype == jnp.bfloat16 for g in grads)
     want = jax.vjp(_plain_mlp, *args)[1](cotangent.astype(jnp.bfloat16))
-    for got, ref in zip(grads, want):  # bf16 keeps 8 bits: agree to a few of its ulps
-        got, ref = np.asarray(got, np.float32), np.asarray(ref, np.float32)
-        assert np.abs(got - ref).max() <= 0.05 * np.abs(ref).max()
+    for got, expected in zip(grads, want):  # bf16 keeps 8 bits: agree to a few of its ulps
+        got, expected = np.asarray(got, np.float32), np.asarray(expected, np.float32)
+        assert np.abs(got - expected).max() <= 0.05 * np.abs(expected).max()
 
 
 def test_mlp_core_keeps_less_for_the_backward_pass():
