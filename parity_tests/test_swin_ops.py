@@ -1,4 +1,5 @@
 """Window operations of swin_jax against swin_torch_ref's and timm's."""
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -224,3 +225,30 @@ def test_not_before_is_exact():
     out = _not_before(x, other.at[2, 1, 0].set(jnp.nan))
     np.testing.assert_array_equal(out[2, 1], 0.0)
     np.testing.assert_array_equal(out.at[2, 1].set(x[2, 1]), x)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_layer_norm_equals_flax_and_its_derivative(dtype):
+    """Our LayerNorm computes flax's nn.LayerNorm(use_fast_variance=False) bit for bit, and its
+    written-out backward equals autodiff of flax's (input, scale, bias), with O(1) scale/bias
+    and a non-zero-mean input."""
+    from swin_jax.layers import LayerNorm
+
+    keys = jax.random.split(jax.random.PRNGKey(0), 4)
+    x = (3 * jax.random.normal(keys[0], (2, 5, 7, 24)) + 1.5).astype(dtype)
+    params = {"scale": jax.random.normal(keys[1], (24,)), "bias": jax.random.normal(keys[2], (24,))}
+    cotangent = jax.random.normal(keys[3], x.shape).astype(dtype)
+    ours, theirs = LayerNorm(1e-5, dtype), nn.LayerNorm(1e-5, dtype=dtype, param_dtype=jnp.float32,
+                                                      use_fast_variance=False)
+
+    def run(module):
+        return jax.jit(lambda p, x: jax.vjp(lambda p, x: module.apply({"params": p}, x), p, x))(params, x)
+
+    (y, vjp), (y_ref, vjp_ref) = run(ours), run(theirs)
+    assert y.dtype == y_ref.dtype == dtype
+    np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
+    tol = 1e-6 if dtype == jnp.float32 else 1e-2
+    for got, want in zip(jax.tree_util.tree_leaves(vjp(cotangent)), jax.tree_util.tree_leaves(vjp_ref(cotangent))):
+        assert got.dtype == want.dtype
+        got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+        assert np.abs(got - want).max() <= tol * np.abs(want).max()

@@ -32,9 +32,59 @@ def Dense(features: int, use_bias: bool = True, dtype: Any = jnp.float32, name: 
     )
 
 
-def LayerNorm(eps: float, dtype: Any = jnp.float32, name: str | None = None) -> nn.LayerNorm:
-    """nn.LayerNorm computing PyTorch's two-pass variance; statistics always in float32."""
-    return nn.LayerNorm(epsilon=eps, dtype=dtype, param_dtype=jnp.float32, use_fast_variance=False, name=name)
+def _layer_norm_forward(x, scale, bias, eps, dtype):
+    """flax's LayerNorm(use_fast_variance=False) operation by operation: statistics in >= fp32,
+    two-pass variance, y = (x - mean) * (rsqrt(var + eps) * scale) + bias."""
+    stats_dtype = jnp.promote_types(x.dtype, jnp.float32)
+    xf = x.astype(stats_dtype)
+    mean = xf.mean(-1, keepdims=True)
+    rstd = jax.lax.rsqrt(jnp.square(xf - mean).mean(-1, keepdims=True) + eps)
+    y = (x - mean) * (rstd * scale) + bias
+    return y.astype(dtype), ((xf - mean) * rstd, rstd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, dtype: Any) -> jax.Array:
+    """LayerNorm over the last axis with a written-out backward pass that keeps the normalised
+    input and 1/std (as torch does). Autodiff of the same forward made XLA:CPU keep full-size
+    broadcasts of `scale` and of 1/std alive for the backward pass, and run slower."""
+    return _layer_norm_forward(x, scale, bias, eps, dtype)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps, dtype):
+    y, (normed, rstd) = _layer_norm_forward(x, scale, bias, eps, dtype)
+    return y, (normed, rstd, scale, jnp.zeros((0,), x.dtype))  # the last: x's dtype, as an array
+
+
+def _layer_norm_bwd(eps, dtype, residuals, d_y):
+    normed, rstd, scale, x_dtype = residuals
+    x_dtype = x_dtype.dtype
+    g = d_y.astype(normed.dtype)
+    rows = (-1, g.shape[-1])
+    d_scale = (g * normed).reshape(rows).sum(0).astype(scale.dtype)
+    d_bias = g.reshape(rows).sum(0).astype(scale.dtype)
+    d_normed = g * scale
+    d_x = rstd * (d_normed - d_normed.mean(-1, keepdims=True)
+                  - normed * (d_normed * normed).mean(-1, keepdims=True))
+    return d_x.astype(x_dtype), d_scale, d_bias
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+class LayerNorm(nn.Module):
+    """torch.nn.LayerNorm: flax's parameters (`scale`, `bias`, float32) and numerics (two-pass
+    variance, statistics always in >= float32), computed by `layer_norm`."""
+
+    eps: float
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        features = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        return layer_norm(x, scale, bias, self.eps, self.dtype)
 
 
 def identity_product(x: jax.Array) -> jax.Array:
