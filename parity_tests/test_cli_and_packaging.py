@@ -183,16 +183,52 @@ def test_bench_memory_probe_and_xla_options(tmp_path):
     (an unknown option must fail the swin_jax measurement, a known one must not)."""
     import json
 
+    import swin_jax
+
     out = tmp_path / "bench.json"
     args = ("bench", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "32", "32", "--repeats", "1",
             "--json", str(out))
     result = run(*args, "--memory", "--xla-option", "xla_cpu_enable_fast_math=false")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["compiler_options"] == {"xla_cpu_enable_fast_math": False}
+    assert report["compiler_options"] == {**swin_jax.compiler_options(), "xla_cpu_enable_fast_math": False}
     assert {r["framework"] for r in report["results"]} == {"swin_jax", "timm eager"}
     assert all(r["isolated_peak_mib"] > 0 for r in report["results"]), report["results"]
     assert "alone MiB" in result.stdout
+    assert run(*args, "--plain-xla", "--xla-option", "xla_cpu_enable_fast_math=false").returncode == 0
+    assert json.loads(out.read_text())["compiler_options"] == {"xla_cpu_enable_fast_math": False}
     bad = run(*args, "--xla-option", "xla_cpu_no_such_option=1")
     assert "a measurement failed" in bad.stderr and "xla_cpu_no_such_option" in bad.stderr
     assert run(*args, "--xla-option", "no_equals_sign").returncode == 2
+
+
+def _library_fusions_with_reductions(compiled_text: str) -> list[bool]:
+    """For each YNNPACK library fusion in a compiled HLO module: does it contain a reduce?"""
+    import re
+
+    bodies = dict(re.findall(r"^(?:ENTRY )?%?(\S+) [^\n]*\{\n(.*?)\n\}", compiled_text, re.M | re.S))
+    called = re.findall(r"calls=%?([\w.\-]+)[^\n]*__ynn_fusion", compiled_text)
+    return ["reduce(" in bodies.get(name, "") for name in called]
+
+
+def test_compiler_options_keep_reductions_out_of_library_fusions():
+    """swin_jax.compiler_options(): on CPU, XLA's YNNPACK fusions less its reduction fusions
+    (which ran slower than XLA's own here); a LayerNorm compiled with them gets no fused reduce,
+    with XLA's defaults it does, and both compute the same. Nothing for other backends."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import swin_jax
+    from swin_jax.compiler import CPU_OPTIONS
+    from swin_jax.layers import layer_norm
+
+    assert swin_jax.compiler_options("gpu") == {}
+    assert swin_jax.compiler_options("cpu") == CPU_OPTIONS  # this jaxlib accepts them
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 56, 56, 96))
+    scale, bias = jnp.full((96,), 1.5), jnp.full((96,), 0.5)
+    lowered = jax.jit(lambda x, s, b: layer_norm(x, s, b, 1e-5, jnp.float32)).lower(x, scale, bias)
+    plain, tuned = lowered.compile(), lowered.compile(swin_jax.compiler_options("cpu"))
+    assert any(_library_fusions_with_reductions(plain.as_text()))
+    assert not any(_library_fusions_with_reductions(tuned.as_text()))
+    np.testing.assert_allclose(tuned(x, scale, bias), plain(x, scale, bias), rtol=1e-5, atol=1e-5)

@@ -30,6 +30,7 @@ _LAZY = {
     "save_checkpoint": "swin_jax.checkpoint_io",
     "resample_pos_embed": "swin_jax.resample",
     "check_parity": "swin_jax.parity",
+    "compiler_options": "swin_jax.compiler",
 }
 
 __all__ = ["get_config", "list_models", *_LAZY]

@@ -252,16 +252,20 @@ def isolated_peak_mib(spec: dict) -> float:
 
 def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, int]], dtype: str,
               modes: Sequence[str], repeats: int, torch_compile: bool, log: Callable[[str], None] = print,
-              memory: bool = False, compiler_options: Optional[dict[str, str]] = None) -> dict:
+              memory: bool = False, compiler_options: Optional[dict[str, str]] = None,
+              plain_xla: bool = False) -> dict:
     """Measure every model x mode for swin_jax and timm; returns the JSON-able report.
 
-    `memory` also measures each peak alone in a child process; `compiler_options` go to XLA's
-    compile of the swin_jax programs (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...})."""
+    `memory` also measures each peak alone in a child process. The swin_jax programs compile
+    with `swin_jax.compiler_options()` (what the trainer uses; XLA's defaults with `plain_xla`),
+    updated by `compiler_options` (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...})."""
     import jax
     import timm
     import torch
 
     import swin_jax
+
+    compiler_options = {**({} if plain_xla else swin_jax.compiler_options()), **(compiler_options or {})}
 
     peak = matmul_peak_gflops()
     log(f"matmul peak (fp32, 2048^3): jax {peak['jax']:.1f}, torch {peak['torch']:.1f} GFLOP/s")

@@ -100,7 +100,7 @@ def _bench(args: argparse.Namespace) -> int:
         options[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
     report = run_bench(args.models, args.batch, tuple(args.img_size) if args.img_size else None, args.dtype, modes,
                        args.repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr),
-                       memory=args.memory, compiler_options=options or None)
+                       memory=args.memory, compiler_options=options or None, plain_xla=args.plain_xla)
     print(table(report, markdown=args.markdown))
     print(f"wrote {write_json(report, args.json)}")
     return 0
@@ -168,8 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--memory", action="store_true",
                        help="also measure each peak memory alone, in a fresh child process (slower)")
     bench.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
-                       help="an XLA compiler option for the swin_jax programs (repeatable), e.g. "
+                       help="an XLA compiler option for the swin_jax programs (repeatable), on top of "
+                            "swin_jax.compiler_options(), e.g. "
                             "xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
+    bench.add_argument("--plain-xla", action="store_true",
+                       help="compile swin_jax with XLA's default options, not swin_jax.compiler_options() "
+                            "(what the trainer uses)")
     bench.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
     bench.add_argument("--markdown", action="store_true", help="print the table in markdown")
     bench.set_defaults(run=_bench)
