@@ -175,6 +175,7 @@ def test_bench_command_writes_table_and_json(tmp_path):
     assert frameworks == {(f, m) for f in ("swin_jax", "timm eager") for m in ("forward", "train")}
     assert report["machine"]["matmul_gflops"]["peak"] > 0
     assert all(r["img_per_s"] > 0 and r["gflop_per_img"] > 0 for r in report["results"])
+    assert all(len(r["times_s"]) == 2 for r in report["results"])  # --repeats rounds, interleaved
     assert "ratio" in result.stdout and "swin_jax" in result.stdout
 
 
@@ -232,3 +233,13 @@ def test_compiler_options_keep_reductions_out_of_library_fusions():
     assert any(_library_fusions_with_reductions(plain.as_text()))
     assert not any(_library_fusions_with_reductions(tuned.as_text()))
     np.testing.assert_allclose(tuned(x, scale, bias), plain(x, scale, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_bench_times_frameworks_in_turn():
+    """interleaved_times runs A B C A B C ..., and gives each its own times."""
+    from swin_jax.bench import interleaved_times
+
+    calls = []
+    times = interleaved_times([lambda: calls.append("a"), lambda: calls.append("b")], 3)
+    assert calls == ["a", "b"] * 3
+    assert [len(t) for t in times] == [3, 3] and all(x >= 0 for t in times for x in t)

@@ -1,7 +1,8 @@
 """`swin-jax bench`: swin_jax (jitted) against timm (eager, and torch.compile on request) in one
 process and one run, on the same inputs: img/s for the forward pass and a full train step
 (forward, backward, AdamW), compile time, peak memory and model FLOPs utilisation against this
-machine's own measured matmul peak. Reported as ratios, since these machines are noisy."""
+machine's own measured matmul peak. Reported as ratios, from runs timed in turn (swin_jax, timm,
+swin_jax, timm, ...), since these machines are noisy."""
 from __future__ import annotations
 
 import json
@@ -74,6 +75,16 @@ def _timed(fn: Callable[[], Any], repeats: int) -> list[float]:
         fn()
         out.append(time.perf_counter() - start)
     return out
+
+
+def interleaved_times(runs: Sequence[Callable[[], Any]], repeats: int) -> list[list[float]]:
+    """Time `repeats` rounds of every run in turn (A B A B ...): a slow phase of a noisy machine
+    then falls on all of them alike, instead of on whichever happened to be measured then."""
+    times: list[list[float]] = [[] for _ in runs]
+    for _ in range(repeats):
+        for fn, out in zip(runs, times):
+            out.extend(_timed(fn, 1))
+    return times
 
 
 def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> dict[str, float]:
@@ -159,6 +170,7 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     run()  # warm-up
     result.times_s = _timed(run, repeats)
     mem.stop()
+    result.runner = run  # for run_bench's interleaved rounds; not a field, so not in the JSON
     result.peak_mem_mib = mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
     return result
@@ -202,6 +214,7 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     run()
     result.times_s = _timed(run, repeats)
     mem.stop()
+    result.runner = run
     result.peak_mem_mib = mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
     return result
@@ -274,16 +287,19 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
         size = tuple(img_size or swin_jax.get_config(name).img_size)
         for mode in modes:
             train = mode == "train"
-            runs = [lambda: bench_jax(name, batch, size, dtype, train, repeats, compiler_options),
-                    lambda: bench_timm(name, batch, size, dtype, train, repeats, False)]
+            runs = [lambda: bench_jax(name, batch, size, dtype, train, 1, compiler_options),
+                    lambda: bench_timm(name, batch, size, dtype, train, 1, False)]
             if torch_compile:
-                runs.append(lambda: bench_timm(name, batch, size, dtype, train, repeats, True))
+                runs.append(lambda: bench_timm(name, batch, size, dtype, train, 1, True))
             measured = []
-            for fn in runs:
+            for fn in runs:  # set up, warm up and time once each, then time them interleaved
                 try:
                     measured.append(fn())
                 except Exception as err:  # e.g. torch.compile without a working toolchain
                     log(f"  {name} {mode}: a measurement failed: {type(err).__name__}: {str(err)[:200]}")
+            for r, times in zip(measured, interleaved_times([r.runner for r in measured], repeats)):
+                r.times_s, r.img_per_s = times, batch / statistics.median(times)
+                del r.runner  # let the model and its buffers go
             if memory:
                 for r in measured:
                     spec = {"model": name, "framework": r.framework, "mode": mode, "batch": batch,

@@ -163,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"))
     bench.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     bench.add_argument("--train", action="store_true", help="also time a full train step")
-    bench.add_argument("--repeats", type=int, default=10, help="timed repetitions (the median is reported)")
+    bench.add_argument("--repeats", type=int, default=10,
+                       help="timed rounds, each running every framework once in turn (medians are reported)")
     bench.add_argument("--torch-compile", action="store_true", help="also measure timm under torch.compile")
     bench.add_argument("--memory", action="store_true",
                        help="also measure each peak memory alone, in a fresh child process (slower)")
