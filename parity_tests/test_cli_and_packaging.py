@@ -192,14 +192,14 @@ def test_bench_memory_probe_and_xla_options(tmp_path):
     result = run(*args, "--memory", "--xla-option", "xla_cpu_enable_fast_math=false")
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    assert report["compiler_options"] == {**swin_jax.compiler_options(), "xla_cpu_enable_fast_math": False}
+    assert report["compiler_options"] == {NAME: {**swin_jax.compiler_options(NAME), "xla_cpu_enable_fast_math": False}}
     assert {r["framework"] for r in report["results"]} == {"swin_jax", "timm eager"}
     assert all(r["isolated_peak_mib"] > 0 for r in report["results"]), report["results"]
     assert "alone MiB" in result.stdout
     bad = run(*args, "--plain-xla", "--xla-option", "xla_cpu_no_such_option=1")
     assert "a measurement failed" in bad.stderr and "xla_cpu_no_such_option" in bad.stderr
     # --plain-xla: XLA's defaults plus the given option only
-    assert json.loads(out.read_text())["compiler_options"] == {"xla_cpu_no_such_option": 1}
+    assert json.loads(out.read_text())["compiler_options"] == {NAME: {"xla_cpu_no_such_option": 1}}
     assert run(*args, "--xla-option", "no_equals_sign").returncode == 2
 
 
@@ -213,9 +213,10 @@ def _library_fusions_with_reductions(compiled_text: str) -> list[bool]:
 
 
 def test_compiler_options_keep_reductions_out_of_library_fusions():
-    """swin_jax.compiler_options(): on CPU, XLA's YNNPACK fusions less its reduction fusions
-    (which ran slower than XLA's own here); a LayerNorm compiled with them gets no fused reduce,
-    with XLA's defaults it does, and both compute the same. Nothing for other backends."""
+    """swin_jax.compiler_options(model): on CPU for Swin, XLA's YNNPACK fusions less its
+    reduction fusions (which ran slower than XLA's own there); a LayerNorm compiled with them gets
+    no fused reduce, with XLA's defaults it does, and both compute the same. None for ViT (slower
+    with them) or other backends."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -224,12 +225,14 @@ def test_compiler_options_keep_reductions_out_of_library_fusions():
     from swin_jax.compiler import CPU_OPTIONS
     from swin_jax.layers import layer_norm
 
-    assert swin_jax.compiler_options("gpu") == {}
-    assert swin_jax.compiler_options("cpu") == CPU_OPTIONS  # this jaxlib accepts them
+    assert swin_jax.compiler_options(NAME, backend="gpu") == {}
+    assert swin_jax.compiler_options("vit_small_patch16_224", backend="cpu") == {}
+    options = swin_jax.compiler_options(swin_jax.create_model(NAME), backend="cpu")
+    assert options == swin_jax.compiler_options(NAME, backend="cpu") == CPU_OPTIONS  # this jaxlib accepts them
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 56, 56, 96))
     scale, bias = jnp.full((96,), 1.5), jnp.full((96,), 0.5)
     lowered = jax.jit(lambda x, s, b: layer_norm(x, s, b, 1e-5, jnp.float32)).lower(x, scale, bias)
-    plain, tuned = lowered.compile(), lowered.compile(swin_jax.compiler_options("cpu"))
+    plain, tuned = lowered.compile(), lowered.compile(options)
     assert any(_library_fusions_with_reductions(plain.as_text()))
     assert not any(_library_fusions_with_reductions(tuned.as_text()))
     np.testing.assert_allclose(tuned(x, scale, bias), plain(x, scale, bias), rtol=1e-5, atol=1e-5)

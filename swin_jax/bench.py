@@ -270,21 +270,23 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
     """Measure every model x mode for swin_jax and timm; returns the JSON-able report.
 
     `memory` also measures each peak alone in a child process. The swin_jax programs compile
-    with `swin_jax.compiler_options()` (what the trainer uses; XLA's defaults with `plain_xla`),
-    updated by `compiler_options` (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...})."""
+    with `swin_jax.compiler_options(model)` (what the trainer uses; XLA's defaults with
+    `plain_xla`), updated by `compiler_options` (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...})."""
     import jax
     import timm
     import torch
 
     import swin_jax
 
-    compiler_options = {**({} if plain_xla else swin_jax.compiler_options()), **(compiler_options or {})}
+    extra_options, options_used = compiler_options or {}, {}
 
     peak = matmul_peak_gflops()
     log(f"matmul peak (fp32, 2048^3): jax {peak['jax']:.1f}, torch {peak['torch']:.1f} GFLOP/s")
     results: list[Result] = []
     for name in models:
         size = tuple(img_size or swin_jax.get_config(name).img_size)
+        compiler_options = {**({} if plain_xla else swin_jax.compiler_options(name)), **extra_options}
+        options_used[name] = compiler_options
         for mode in modes:
             train = mode == "train"
             runs = [lambda: bench_jax(name, batch, size, dtype, train, 1, compiler_options),
@@ -318,7 +320,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "device": str(jax.devices()[0]), "matmul_gflops": peak},
-        "compiler_options": compiler_options or {},
+        "compiler_options": options_used,  # per model
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "swin_jax": swin_jax.__version__},
         "results": [asdict(r) for r in results],

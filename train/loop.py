@@ -258,9 +258,9 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         lambda s, b, m: train_step(s, b, m, model=model, tx=tx, schedule=schedule, key=key,
                                    ema_decay=cfg.ema_decay, accum_steps=cfg.accum_steps),
         in_shardings=(replicated, sharded, replicated), out_shardings=(replicated, replicated), donate_argnums=0,
-        compiler_options=swin_jax.compiler_options())
+        compiler_options=swin_jax.compiler_options(model))
     eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model), in_shardings=(replicated, sharded),
-                      out_shardings=replicated, compiler_options=swin_jax.compiler_options())
+                      out_shardings=replicated, compiler_options=swin_jax.compiler_options(model))
 
     def to_global(**arrays: np.ndarray) -> dict:
         return {k: jax.make_array_from_process_local_data(sharded, v) for k, v in arrays.items()}
