@@ -170,11 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="also measure each peak memory alone, in a fresh child process (slower)")
     bench.add_argument("--xla-option", action="append", default=[], metavar="KEY=VALUE",
                        help="an XLA compiler option for the swin_jax programs (repeatable), on top of "
-                            "swin_jax.compiler_options(), e.g. "
+                            "swin_jax.compiler_options(model), e.g. "
                             "xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT")
     bench.add_argument("--plain-xla", action="store_true",
-                       help="compile swin_jax with XLA's default options, not swin_jax.compiler_options() "
-                            "(what the trainer uses)")
+                       help="compile swin_jax with XLA's default options, not "
+                            "swin_jax.compiler_options(model) (what the trainer uses)")
     bench.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
     bench.add_argument("--markdown", action="store_true", help="print the table in markdown")
     bench.set_defaults(run=_bench)
