@@ -246,3 +246,30 @@ def test_bench_times_frameworks_in_turn():
     times = interleaved_times([lambda: calls.append("a"), lambda: calls.append("b")], 3)
     assert calls == ["a", "b"] * 3
     assert [len(t) for t in times] == [3, 3] and all(x >= 0 for t in times for x in t)
+
+
+def test_bench_flop_count_and_gpu_pairing(monkeypatch):
+    """The model FLOPs come from the traced program, else from XLA:CPU's compiled count (a GPU's
+    compiled count leaves out its library matmuls); timm follows JAX onto the GPU, or the bench
+    says why it cannot; the matmul peak is measured in the bench's dtype."""
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    from swin_jax import bench
+
+    a, b = jnp.ones((32, 48)), jnp.ones((48, 16))
+    matmul = jax.jit(lambda a, b: jnp.tanh(a @ b))
+    traced = bench.forward_flops(matmul, a, b)
+    assert 2 * 32 * 48 * 16 <= traced <= 2 * 32 * 48 * 16 + 10 * 32 * 16  # the product, plus the tanh
+    monkeypatch.setattr(jax.stages.Lowered, "cost_analysis", lambda self: None)  # as jaxlib 0.11 on a GPU
+    assert bench.forward_flops(matmul, a, b) >= 2 * 32 * 48 * 16
+
+    assert bench.torch_device() == "cpu"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no CUDA"):
+        bench.torch_device()
+    monkeypatch.undo()
+    peak = bench.matmul_peak_gflops(size=128, seconds=0.1, dtype="bfloat16")
+    assert peak["dtype"] == "bfloat16" and peak["size"] == 128 and peak["peak"] >= max(peak["jax"], peak["torch"]) > 0

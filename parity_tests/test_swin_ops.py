@@ -163,11 +163,14 @@ def _mlp_args(c=12, h=40, lead=(2, 5, 7), seed=0):
     return (x, w1, b1, w2, b2), jax.random.normal(keys[5], x.shape)
 
 
-def test_mlp_core_backward_equals_autodiff():
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_mlp_core_backward_equals_autodiff(backend, monkeypatch):
     """mlp_core re-computes the GELU and its derivative in the backward pass; its gradients
-    (input, both kernels, both biases) equal JAX's derivative of the plain MLP."""
+    (input, both kernels, both biases) equal JAX's derivative of the plain MLP (erfc form), with
+    the GELU form of each backend (erf on GPUs), here computed on the CPU."""
     from swin_jax.layers import mlp_core
 
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)  # what swin_jax.layers.gelu asks
     args, cotangent = _mlp_args()
     with jax.default_matmul_precision("highest"):
         ours, ours_vjp = jax.jit(lambda *a: jax.vjp(mlp_core, *a))(*args)
@@ -177,6 +180,25 @@ def test_mlp_core_backward_equals_autodiff():
             assert got.shape == want.shape, name
             scale = float(jnp.abs(want).max())
             assert float(jnp.abs(got - want).max()) / scale < 1e-6, name
+
+
+def test_gelu_form_per_backend(monkeypatch):
+    """GPUs get torch's erf form (faster there), other backends jax.nn.gelu's erfc form; the
+    two agree to fp32 rounding over the GELU's whole range, tails included."""
+    from swin_jax import layers
+
+    x = jnp.linspace(-12.0, 12.0, 4001)
+    primitives = {}
+    for backend in ("cpu", "gpu", "tpu"):
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        jaxpr = str(jax.make_jaxpr(lambda x: (layers.gelu(x), layers.gelu_derivative(x)))(x))
+        primitives[backend] = ("erfc" in jaxpr, "erf " in jaxpr or "erf[" in jaxpr)
+    assert primitives == {"cpu": (True, False), "gpu": (False, True), "tpu": (True, False)}, primitives
+    np.testing.assert_allclose(layers.gelu_erf(x), layers.gelu_erfc(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layers.gelu_erf_derivative(x), jax.vmap(jax.grad(layers.gelu_erf))(x),
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layers.gelu_erfc_derivative(x), jax.vmap(jax.grad(layers.gelu_erfc))(x),
+                               rtol=1e-6, atol=1e-6)
 
 
 def test_mlp_core_bfloat16_gradients_keep_dtypes():

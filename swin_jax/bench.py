@@ -2,7 +2,11 @@
 process and one run, on the same inputs: img/s for the forward pass and a full train step
 (forward, backward, AdamW), compile time, peak memory and model FLOPs utilisation against this
 machine's own measured matmul peak. Reported as ratios, from runs timed in turn (swin_jax, timm,
-swin_jax, timm, ...), since these machines are noisy."""
+swin_jax, timm, ...), since these machines are noisy.
+
+Both frameworks run where JAX runs: on a GPU backend timm moves to CUDA, `--dtype bfloat16`
+means autocast (AMP) there and bf16 compute with fp32 parameters in swin_jax, memory is device
+memory, and the MFU is taken against the GPU's measured matmul peak in that dtype."""
 from __future__ import annotations
 
 import json
@@ -31,7 +35,10 @@ class Result:
     dtype: str
     img_per_s: float = 0.0
     compile_s: float = 0.0
-    peak_mem_mib: float = 0.0  # peak rise of resident memory from before the model was built
+    # CPU: peak rise of resident memory from before the model was built. GPU: device memory, for
+    # swin_jax what XLA allocates for the program (arguments, outputs, temporaries), for torch
+    # the peak of its allocator over the run
+    peak_mem_mib: float = 0.0
     isolated_peak_mib: float = -1.0  # the same, measured alone in a fresh process (-1: not measured)
     gflop_per_img: float = 0.0
     mfu: float = 0.0  # achieved FLOP/s / measured matmul peak
@@ -87,30 +94,66 @@ def interleaved_times(runs: Sequence[Callable[[], Any]], repeats: int) -> list[l
     return times
 
 
-def matmul_peak_gflops(size: int = 2048, seconds: float = 2.0) -> dict[str, float]:
-    """This machine's fp32 matmul throughput, measured with both frameworks; the peak is the larger."""
+def torch_device() -> str:
+    """Where timm runs: CUDA when JAX's default backend is a GPU, else the CPU."""
+    import jax
+    import torch
+
+    if jax.default_backend() != "gpu":
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise RuntimeError("JAX runs on a GPU but this torch has no CUDA: install a CUDA build of torch to "
+                           "compare on the same card, or run with JAX_PLATFORMS=cpu")
+    return "cuda"
+
+
+def _synchronize(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(size: Optional[int] = None, seconds: float = 2.0, dtype: str = "float32") -> dict[str, float]:
+    """This machine's matmul throughput in `dtype` (2048^3 on a CPU, 8192^3 on a GPU), measured
+    with both frameworks; the peak is the larger. Random operands: zeros run faster on GPUs."""
     import jax
     import jax.numpy as jnp
     import torch
 
+    device = torch_device()
+    size = size or (8192 if device == "cuda" else 2048)
     a = np.random.default_rng(0).normal(size=(size, size)).astype(np.float32)
     flops = 2 * size**3
     mm = jax.jit(lambda x: x @ x)
-    x = jnp.asarray(a)
+    x = jnp.asarray(a, dtype=dtype)
     mm(x).block_until_ready()
     jax_best, start = float("inf"), time.time()
     while time.time() - start < seconds:
         t = time.perf_counter()
         mm(x).block_until_ready()
         jax_best = min(jax_best, time.perf_counter() - t)
-    xt = torch.from_numpy(a)
+    xt = torch.from_numpy(a).to(device=device, dtype=getattr(torch, dtype))
     torch_best, start = float("inf"), time.time()
     while time.time() - start < seconds:
         t = time.perf_counter()
         xt @ xt
+        _synchronize(device)
         torch_best = min(torch_best, time.perf_counter() - t)
     return {"jax": flops / jax_best / 1e9, "torch": flops / torch_best / 1e9,
-            "peak": max(flops / jax_best, flops / torch_best) / 1e9}
+            "peak": max(flops / jax_best, flops / torch_best) / 1e9, "size": size, "dtype": dtype}
+
+
+def forward_flops(fn: Callable[..., Any], *args: Any) -> float:
+    """FLOPs of the jitted `fn(*args)`, counted on the traced program; where this jaxlib gives
+    no count before compiling, XLA:CPU's count of the compiled program (a GPU's compiled count
+    leaves out its library matmuls)."""
+    import jax
+
+    cost = fn.lower(*args).cost_analysis()
+    if not cost:
+        cost = fn.lower(*jax.device_put(args, jax.devices("cpu")[0])).compile().cost_analysis()
+    return float(cost["flops"])
 
 
 def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
@@ -123,6 +166,7 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     from train.optim import make_optimizer
 
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
+    on_gpu = jax.default_backend() == "gpu"
     mem = PeakMemory().start()  # from before the model exists: params, optimizer state, buffers
     model = swin_jax.create_model(name, img_size=img_size, dtype=jdtype, drop_path_rate=0.0)
     params = swin_jax.init_params(model, 0)
@@ -147,8 +191,6 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
         t = time.perf_counter()
         compiled = fn.lower(*state, x).compile(compiler_options)
         result.compile_s = time.perf_counter() - t
-        # model FLOPs: forward + backward (2x forward), the usual MFU convention
-        result.gflop_per_img = 3 * fwd.lower(params, x).compile().cost_analysis()["flops"] / batch / 1e9
 
         def run() -> None:
             state[:] = compiled(*state, x)
@@ -157,21 +199,26 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
         t = time.perf_counter()
         compiled = fwd.lower(params, x).compile(compiler_options)
         result.compile_s = time.perf_counter() - t
-        result.gflop_per_img = compiled.cost_analysis()["flops"] / batch / 1e9
 
         def run() -> None:
             compiled(params, x).block_until_ready()
 
+    # model FLOPs, counted on the traced program (a GPU's compiled cost analysis leaves out the
+    # library matmuls); a train step counts forward + backward (2x forward), the usual MFU convention
+    result.gflop_per_img = (3 if train else 1) * forward_flops(fwd, params, x) / batch / 1e9
     buffers = compiled.memory_analysis()
+    xla_mib = 0.0
     if buffers is not None:  # what XLA allocates for the step: arguments, outputs, temporaries
-        total = buffers.argument_size_in_bytes + buffers.output_size_in_bytes + buffers.temp_size_in_bytes \
-            - buffers.alias_size_in_bytes
-        result.note = f"XLA buffers {total / 2**20:.0f} MiB"
+        xla_mib = (buffers.argument_size_in_bytes + buffers.output_size_in_bytes + buffers.temp_size_in_bytes
+                   - buffers.alias_size_in_bytes) / 2**20
+        result.note = f"XLA buffers {xla_mib:.0f} MiB"
     run()  # warm-up
     result.times_s = _timed(run, repeats)
     mem.stop()
     result.runner = run  # for run_bench's interleaved rounds; not a field, so not in the JSON
-    result.peak_mem_mib = mem.mib
+    # JAX's device peak counter cannot be reset, so in-process the GPU figure is the program's
+    # own buffers; `memory_probe` reads the device peak in a fresh process
+    result.peak_mem_mib = xla_mib if on_gpu else mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
     return result
 
@@ -182,17 +229,23 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     import timm
     import torch
 
+    device = torch_device()
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # as timm's train.py sets it
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
     mem = PeakMemory().start()  # from before the model exists, as for swin_jax
-    model = timm.create_model(name, pretrained=False, img_size=img_size, drop_path_rate=0.0)
+    model = timm.create_model(name, pretrained=False, img_size=img_size, drop_path_rate=0.0).to(device)
     net = torch.compile(model) if compile else model
     result = Result(name, "timm compile" if compile else "timm eager", "train" if train else "forward", batch,
                     img_size, dtype)
-    x = torch.randn(batch, 3, *img_size)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16")
+    x = torch.randn(batch, 3, *img_size, device=device)
+    # bfloat16: autocast (AMP) with float32 parameters, as timm's train.py --amp-dtype bfloat16
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
     if train:
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05)
-        labels = torch.zeros(batch, dtype=torch.long)
+        labels = torch.zeros(batch, dtype=torch.long, device=device)
 
         def run() -> None:
             opt.zero_grad(set_to_none=True)
@@ -201,12 +254,14 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             opt.step()
+            _synchronize(device)
     else:
         model.eval()
 
         def run() -> None:
             with torch.no_grad(), autocast:
                 net(x)
+            _synchronize(device)
 
     t = time.perf_counter()
     run()  # first call: compilation for torch.compile, warm-up for eager
@@ -215,7 +270,7 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     result.times_s = _timed(run, repeats)
     mem.stop()
     result.runner = run
-    result.peak_mem_mib = mem.mib
+    result.peak_mem_mib = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
     return result
 
@@ -227,18 +282,24 @@ def _rss_bytes() -> int:
 
 
 def memory_probe(spec: dict) -> float:
-    """Run one measurement in this (fresh) process and return the peak rise of its resident
-    memory, in MiB, over what it held after importing jax, torch and timm."""
+    """Run one measurement in this (fresh) process and return its peak memory in MiB: on a CPU
+    the rise of its resident memory over what it held after importing jax, torch and timm, on a
+    GPU the peak of the framework's device allocator over what it held before."""
     import importlib
 
-    for module in ("jax", "torch", "timm"):  # both frameworks are loaded before the baseline
-        importlib.import_module(module)
-    base = _rss_bytes()
+    modules = {name: importlib.import_module(name) for name in ("jax", "torch", "timm")}  # loaded before the baseline
+    on_gpu = torch_device() == "cuda"
+    jax_device = modules["jax"].devices()[0]
+    base = jax_device.memory_stats()["bytes_in_use"] if on_gpu else _rss_bytes()
     args = (spec["model"], spec["batch"], tuple(spec["img_size"]), spec["dtype"], spec["mode"] == "train", 1)
     if spec["framework"] == "swin_jax":
         bench_jax(*args, compiler_options=spec.get("compiler_options"))
+        if on_gpu:
+            return (jax_device.memory_stats()["peak_bytes_in_use"] - base) / 2**20
     else:
-        bench_timm(*args, compile=spec["framework"] == "timm compile")
+        result = bench_timm(*args, compile=spec["framework"] == "timm compile")
+        if on_gpu:
+            return result.peak_mem_mib
     return (_peak_rss_bytes() - base) / 2**20
 
 
@@ -280,8 +341,8 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
 
     extra_options, options_used = compiler_options or {}, {}
 
-    peak = matmul_peak_gflops()
-    log(f"matmul peak (fp32, 2048^3): jax {peak['jax']:.1f}, torch {peak['torch']:.1f} GFLOP/s")
+    peak = matmul_peak_gflops(dtype=dtype)
+    log(f"matmul peak ({dtype}, {peak['size']}^3): jax {peak['jax']:.1f}, torch {peak['torch']:.1f} GFLOP/s")
     results: list[Result] = []
     for name in models:
         size = tuple(img_size or swin_jax.get_config(name).img_size)
@@ -319,7 +380,8 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
     return {
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "device": str(jax.devices()[0]), "matmul_gflops": peak},
+                    "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
+                    "torch_device": torch_device(), "matmul_gflops": peak},
         "compiler_options": options_used,  # per model
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "swin_jax": swin_jax.__version__},
