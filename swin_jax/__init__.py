@@ -31,6 +31,7 @@ _LAZY = {
     "resample_pos_embed": "swin_jax.resample",
     "check_parity": "swin_jax.parity",
     "compiler_options": "swin_jax.compiler",
+    "trim_host_memory": "swin_jax.compiler",
 }
 
 __all__ = ["get_config", "list_models", *_LAZY]

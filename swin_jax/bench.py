@@ -206,6 +206,7 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     # model FLOPs, counted on the traced program (a GPU's compiled cost analysis leaves out the
     # library matmuls); a train step counts forward + backward (2x forward), the usual MFU convention
     result.gflop_per_img = (3 if train else 1) * forward_flops(fwd, params, x) / batch / 1e9
+    swin_jax.trim_host_memory()  # as the trainer does after compiling
     buffers = compiled.memory_analysis()
     xla_mib = 0.0
     if buffers is not None:  # what XLA allocates for the step: arguments, outputs, temporaries

@@ -265,11 +265,16 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     def to_global(**arrays: np.ndarray) -> dict:
         return {k: jax.make_array_from_process_local_data(sharded, v) for k, v in arrays.items()}
 
+    evaluated: list[bool] = []
+
     def evaluate(params: Any) -> tuple[float, float, int]:
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        for images, labels, weights in test_loader.epoch(0):
+        for i, (images, labels, weights) in enumerate(test_loader.epoch(0)):
             result = eval_fn(params, to_global(images=images, labels=labels, weights=weights))
             totals = {k: totals[k] + float(result[k]) for k in totals}
+            if i == 0 and not evaluated:  # the eval step has just compiled
+                swin_jax.trim_host_memory()
+                evaluated.append(True)
         return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"], int(totals["correct"])
 
     metrics_log = MetricsLog(out / "metrics.csv", start, write=main_process)
@@ -284,6 +289,8 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         mix = mix_parameters(step, cfg.seed, img_size, cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob)
         state, metrics = step_fn(state, batch, mix)
         loss = float(metrics["loss"])
+        if step == start:  # compiled now: hand the compiler's freed memory back before it piles up
+            swin_jax.trim_host_memory()
         if not math.isfinite(loss):
             bar.close()
             last = manager.latest_step()
