@@ -265,8 +265,11 @@ def test_bench_flop_count_and_gpu_pairing(monkeypatch):
     monkeypatch.setattr(jax.stages.Lowered, "cost_analysis", lambda self: None)  # as jaxlib 0.11 on a GPU
     assert bench.forward_flops(matmul, a, b) >= 2 * 32 * 48 * 16
 
+    monkeypatch.setattr(jax, "default_backend", lambda: "cpu")
     assert bench.torch_device() == "cpu"
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert bench.torch_device() == "cuda"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="no CUDA"):
         bench.torch_device()
@@ -275,7 +278,6 @@ def test_bench_flop_count_and_gpu_pairing(monkeypatch):
     assert peak["dtype"] == "bfloat16" and peak["size"] == 128 and peak["peak"] >= max(peak["jax"], peak["torch"]) > 0
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_trim_host_memory_returns_freed_heap_pages():
     """Freed heap memory between live blocks stays resident until trim_host_memory hands it back
     (what XLA's compiler leaves behind after compiling a train step, here made with bytes)."""
@@ -287,7 +289,8 @@ def test_trim_host_memory_returns_freed_heap_pages():
     blocks = [b"\x01" * 65536 for _ in range(3200)]  # 200 MiB on the heap (under malloc's mmap threshold)
     del blocks[::2]  # 100 MiB of holes between live blocks: free() cannot give them back
     before = rss()
-    assert swin_jax.trim_host_memory() is True
+    if not swin_jax.trim_host_memory():
+        pytest.skip("this C library has no malloc_trim (not glibc)")
     after = rss()
     assert before - after > 60, (before, after)
     assert len(blocks) == 1600 and blocks[-1][:1] == b"\x01"  # the live blocks are untouched

@@ -1,4 +1,6 @@
 """Window operations of swin_jax against swin_torch_ref's and timm's."""
+import math
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -195,15 +197,30 @@ def test_gelu_form_per_backend(monkeypatch):
         primitives[backend] = ("erfc" in jaxpr, "erf " in jaxpr or "erf[" in jaxpr)
     assert primitives == {"cpu": (True, False), "gpu": (False, True), "tpu": (True, False)}, primitives
     np.testing.assert_allclose(layers.gelu_erf(x), layers.gelu_erfc(x), rtol=1e-6, atol=1e-6)
+    # relative accuracy against float64 on [-3, 3], in fp32 and bf16. fp32: the erf form's 1 + erf
+    # cancels in the negative tail (as in torch): at x = -3 one fp32 ulp of 1 is 2e-5 of 0.0027.
+    # bf16: correctly rounded (half an ulp, 2^-8), so computed in fp32 (in bf16, 1 + erf would
+    # round to 0 below about -2.5, and the erfc form's error reaches 0.6%)
+    exact = np.vectorize(lambda v: 0.5 * v * (1 + math.erf(v / math.sqrt(2))))
+    for dtype, bound in ((jnp.float32, 1e-4), (jnp.bfloat16, 2.0**-8)):
+        xs = jnp.linspace(-3.0, 3.0, 2001).astype(dtype)
+        want = exact(np.asarray(xs, np.float64))
+        for form in (layers.gelu_erf, layers.gelu_erfc):
+            got = np.asarray(jax.jit(form)(xs), np.float64)
+            assert form(xs).dtype == dtype
+            rel = np.abs(got - want) / np.maximum(np.abs(want), 1e-30)
+            assert rel[np.abs(want) > 1e-6].max() <= bound, (form.__name__, dtype, rel.max())
     np.testing.assert_allclose(layers.gelu_erf_derivative(x), jax.vmap(jax.grad(layers.gelu_erf))(x),
                                rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(layers.gelu_erfc_derivative(x), jax.vmap(jax.grad(layers.gelu_erfc))(x),
                                rtol=1e-6, atol=1e-6)
 
 
-def test_mlp_core_bfloat16_gradients_keep_dtypes():
+@pytest.mark.parametrize("backend", ["cpu", "gpu"])
+def test_mlp_core_bfloat16_gradients_keep_dtypes(backend, monkeypatch):
     from swin_jax.layers import mlp_core
 
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)  # each backend's GELU form
     args, cotangent = _mlp_args()
     args = tuple(a.astype(jnp.bfloat16) for a in args)
     out, vjp = jax.vjp(mlp_core, *args)

@@ -6,7 +6,8 @@ swin_jax, timm, ...), since these machines are noisy.
 
 Both frameworks run where JAX runs: on a GPU backend timm moves to CUDA, `--dtype bfloat16`
 means autocast (AMP) there and bf16 compute with fp32 parameters in swin_jax, memory is device
-memory, and the MFU is taken against the GPU's measured matmul peak in that dtype."""
+memory, and the MFU is taken against the GPU's measured matmul peak in that dtype. float32
+matmuls run as TF32 on both sides there (XLA:GPU's default; torch is set to match)."""
 from __future__ import annotations
 
 import json
@@ -23,6 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+
+# On a GPU, JAX would otherwise take 75% of the card when its backend starts, before timm
+# allocates anything (effective only if this module is imported before JAX starts its backend)
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 @dataclass
@@ -107,6 +112,15 @@ def torch_device() -> str:
     return "cuda"
 
 
+def _match_jax_float32_matmuls(device: str) -> None:
+    """On CUDA, let torch use TF32 for float32 matmuls and convolutions, as XLA:GPU does with
+    JAX's default precision (torch's own default for matmuls is full float32)."""
+    if device == "cuda":
+        import torch
+
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
 def _synchronize(device: str) -> None:
     if device == "cuda":
         import torch
@@ -133,6 +147,7 @@ def matmul_peak_gflops(size: Optional[int] = None, seconds: float = 2.0, dtype: 
         t = time.perf_counter()
         mm(x).block_until_ready()
         jax_best = min(jax_best, time.perf_counter() - t)
+    _match_jax_float32_matmuls(device)
     xt = torch.from_numpy(a).to(device=device, dtype=getattr(torch, dtype))
     torch_best, start = float("inf"), time.time()
     while time.time() - start < seconds:
@@ -147,13 +162,19 @@ def matmul_peak_gflops(size: Optional[int] = None, seconds: float = 2.0, dtype: 
 def forward_flops(fn: Callable[..., Any], *args: Any) -> float:
     """FLOPs of the jitted `fn(*args)`, counted on the traced program; where this jaxlib gives
     no count before compiling, XLA:CPU's count of the compiled program (a GPU's compiled count
-    leaves out its library matmuls)."""
+    leaves out its library matmuls); 0.0 (no MFU) where neither is available."""
     import jax
 
     cost = fn.lower(*args).cost_analysis()
     if not cost:
-        cost = fn.lower(*jax.device_put(args, jax.devices("cpu")[0])).compile().cost_analysis()
-    return float(cost["flops"])
+        try:  # compiles for the CPU only: nothing runs there
+            shapes = [jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(
+                jax.devices("cpu")[0])) for a in jax.tree.leaves(args)]
+            cpu_args = jax.tree.unflatten(jax.tree.structure(args), shapes)
+            cost = fn.lower(*cpu_args).compile().cost_analysis()
+        except RuntimeError:  # e.g. JAX_PLATFORMS without "cpu"
+            return 0.0
+    return float(cost["flops"]) if cost and "flops" in cost else 0.0
 
 
 def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
@@ -231,6 +252,7 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     import torch
 
     device = torch_device()
+    _match_jax_float32_matmuls(device)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True  # as timm's train.py sets it
         torch.cuda.reset_peak_memory_stats()
@@ -382,7 +404,9 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "device": str(jax.devices()[0]), "device_kind": jax.devices()[0].device_kind,
-                    "torch_device": torch_device(), "matmul_gflops": peak},
+                    "torch_device": torch_device(), "matmul_gflops": peak,
+                    # XLA:GPU's default for float32 dots, matched on the torch side
+                    "float32_matmuls": "tf32" if torch_device() == "cuda" else "float32"},
         "compiler_options": options_used,  # per model
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "swin_jax": swin_jax.__version__},

@@ -87,11 +87,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    import os
-
-    # on a GPU, JAX would otherwise take 75% of the card before timm allocates anything
-    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    from swin_jax.bench import run_bench, table, write_json
+    from swin_jax.bench import run_bench, table, write_json  # sets XLA_PYTHON_CLIENT_PREALLOCATE=false
 
     modes = ["forward", "train"] if args.train else ["forward"]
     options = {}

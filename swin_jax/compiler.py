@@ -49,14 +49,16 @@ def _accepted(options: tuple[tuple[str, str], ...]) -> bool:
 
 
 def trim_host_memory() -> bool:
-    """Give the C heap's free pages back to the operating system (glibc's `malloc_trim(0)`);
-    returns False where the C library has no such call (it then does nothing).
+    """Give the C heap's free pages back to the operating system (glibc's `malloc_trim(0)`).
+    Returns whether it was called: False where the C library has no such call (then nothing
+    happens); an allocator preloaded over glibc's (jemalloc, tcmalloc) ignores it.
 
-    Call it once a program has compiled. XLA's compiler frees its working memory when it is done,
-    but glibc keeps those pages, and the step's buffers are then allocated beside them: measured
-    on CPU for a Swin-T train step at batch 8, the process's peak over its baseline fell from
-    2294 to 1547 MiB with one call after compiling (ViT-S: 1304 -> 1091 MiB); see
-    docs/PERFORMANCE.md. The swin_jax trainer and `swin-jax bench` call it after compiling."""
+    Call it once a program has compiled, before it first runs (`jax.jit(f).lower(...).compile()`,
+    then this). XLA's compiler frees its working memory when it is done, but glibc keeps those
+    pages, and the program's buffers are then allocated beside them: measured on CPU for a
+    Swin-T train step at batch 8, the process's peak over its baseline fell from 2294 to 1547
+    MiB (ViT-S: 1304 -> 1091 MiB); see docs/PERFORMANCE.md. The swin_jax trainer and
+    `swin-jax bench` compile ahead and call it before the first run."""
     import ctypes
     import ctypes.util
 

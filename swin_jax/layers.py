@@ -127,33 +127,45 @@ materialize_cotangent.defvjp(_materialize_fwd, _materialize_bwd)
 #     devices: a 4-device run moved 1.8e-5 from the 1-device run, this form 5.5e-6; bound 1e-5.)
 #   erf form, torch's own: 0.5 x (1 + erf(x / sqrt 2)). On GPUs, where XLA's erfc costs more:
 #     measured on an H100, bf16, ViT-B/16 batch 128, forward 6715 -> 7497 img/s, train step
-#     2238 -> 2317 img/s (docs/PERFORMANCE.md).
+#     2238 -> 2317 img/s (docs/PERFORMANCE.md; measured computing in bf16, now in float32 as
+#     torch does, which the bf16 tails need; not re-measured since).
+
+
+def _at_least_float32(x: jax.Array) -> jax.Array:
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def gelu_erfc(x: jax.Array) -> jax.Array:
-    """The exact GELU as 0.5 x erfc(-x / sqrt 2) (jax.nn.gelu with approximate=False)."""
-    return jax.nn.gelu(x, approximate=False)
+    """The exact GELU as 0.5 x erfc(-x / sqrt 2) (jax.nn.gelu with approximate=False), computed
+    in >= float32 as torch's kernels do (bf16 results then come out correctly rounded)."""
+    return jax.nn.gelu(_at_least_float32(x), approximate=False).astype(x.dtype)
 
 
 def gelu_erfc_derivative(x: jax.Array) -> jax.Array:
-    """d gelu_erfc / dx as autodiff forms it."""
-    sqrt_half = np.sqrt(0.5).astype(x.dtype)
-    return 0.5 * jax.lax.erfc(-x * sqrt_half) + x * (sqrt_half / np.sqrt(np.pi)).astype(x.dtype) * jnp.exp(
-        -jnp.square(x * sqrt_half))
+    """d gelu_erfc / dx as autodiff forms it, in >= float32."""
+    x32 = _at_least_float32(x)
+    sqrt_half = np.sqrt(0.5).astype(x32.dtype)
+    return (0.5 * jax.lax.erfc(-x32 * sqrt_half) + x32 * (sqrt_half / np.sqrt(np.pi)).astype(x32.dtype)
+            * jnp.exp(-jnp.square(x32 * sqrt_half))).astype(x.dtype)
 
 
 def gelu_erf(x: jax.Array) -> jax.Array:
-    """The exact GELU as torch writes it, 0.5 x (1 + erf(x / sqrt 2))."""
-    return 0.5 * x * (1 + jax.lax.erf(x * np.sqrt(0.5).astype(x.dtype)))
+    """The exact GELU as torch writes it, 0.5 x (1 + erf(x / sqrt 2)), computed in >= float32
+    as torch's kernels do: in bfloat16, 1 + erf rounds to 0 for x below about -2.5."""
+    x32 = _at_least_float32(x)
+    return (0.5 * x32 * (1 + jax.lax.erf(x32 * np.sqrt(0.5).astype(x32.dtype)))).astype(x.dtype)
 
 
 def gelu_erf_derivative(x: jax.Array) -> jax.Array:
-    """d gelu_erf / dx: 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi)."""
-    sqrt_half = np.sqrt(0.5).astype(x.dtype)
-    return 0.5 * (1 + jax.lax.erf(x * sqrt_half)) + x * (sqrt_half / np.sqrt(np.pi)).astype(x.dtype) * jnp.exp(
-        -jnp.square(x * sqrt_half))
+    """d gelu_erf / dx: 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi), in >= float32."""
+    x32 = _at_least_float32(x)
+    sqrt_half = np.sqrt(0.5).astype(x32.dtype)
+    return (0.5 * (1 + jax.lax.erf(x32 * sqrt_half)) + x32 * (sqrt_half / np.sqrt(np.pi)).astype(x32.dtype)
+            * jnp.exp(-jnp.square(x32 * sqrt_half))).astype(x.dtype)
 
 
+# Chosen by JAX's default backend at trace time: a program placed on another backend (a CPU
+# computation on a GPU host) gets the default backend's form, the same function either way.
 GELU_BY_BACKEND = {"gpu": (gelu_erf, gelu_erf_derivative)}  # others: the erfc form (see above)
 
 

@@ -207,6 +207,15 @@ def torch_accuracy(cfg: TrainConfig, model: Any, weights: Path, data: Dataset) -
 # ----- the run
 
 
+def compile_then_trim(fn: Any, *args: Any) -> Any:
+    """The jitted `fn` compiled for `args`, with the memory the compiler freed handed back to the
+    OS before the program first runs (otherwise its buffers are placed beside that memory and the
+    process peak keeps both; see swin_jax.trim_host_memory)."""
+    compiled = fn.lower(*args).compile()
+    swin_jax.trim_host_memory()
+    return compiled
+
+
 def train(cfg: TrainConfig, log: Any = print) -> dict:
     """Run (or resume) a training job; returns the final metrics."""
     import orbax.checkpoint as ocp
@@ -265,16 +274,16 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     def to_global(**arrays: np.ndarray) -> dict:
         return {k: jax.make_array_from_process_local_data(sharded, v) for k, v in arrays.items()}
 
-    evaluated: list[bool] = []
+    compiled_eval: list[Any] = []  # eval_fn, compiled at the first evaluation
 
     def evaluate(params: Any) -> tuple[float, float, int]:
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        for i, (images, labels, weights) in enumerate(test_loader.epoch(0)):
-            result = eval_fn(params, to_global(images=images, labels=labels, weights=weights))
+        for images, labels, weights in test_loader.epoch(0):
+            batch = to_global(images=images, labels=labels, weights=weights)
+            if not compiled_eval:
+                compiled_eval.append(compile_then_trim(eval_fn, params, batch))
+            result = compiled_eval[0](params, batch)
             totals = {k: totals[k] + float(result[k]) for k in totals}
-            if i == 0 and not evaluated:  # the eval step has just compiled
-                swin_jax.trim_host_memory()
-                evaluated.append(True)
         return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"], int(totals["correct"])
 
     metrics_log = MetricsLog(out / "metrics.csv", start, write=main_process)
@@ -287,10 +296,10 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         images, labels, _ = train_loader.batch(step)
         batch = to_global(images=images, targets=soft_targets(labels, data.num_classes, cfg.label_smoothing))
         mix = mix_parameters(step, cfg.seed, img_size, cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob)
+        if step == start:
+            step_fn = compile_then_trim(step_fn, state, batch, mix)
         state, metrics = step_fn(state, batch, mix)
         loss = float(metrics["loss"])
-        if step == start:  # compiled now: hand the compiler's freed memory back before it piles up
-            swin_jax.trim_host_memory()
         if not math.isfinite(loss):
             bar.close()
             last = manager.latest_step()
