@@ -278,6 +278,31 @@ def test_bench_flop_count_and_gpu_pairing(monkeypatch):
     assert peak["dtype"] == "bfloat16" and peak["size"] == 128 and peak["peak"] >= max(peak["jax"], peak["torch"]) > 0
 
 
+def test_bench_model_flops_write_out_fused_attention(monkeypatch):
+    """The bench counts a model's FLOPs with every attention written out (a fused kernel is a
+    custom call the count would leave out) and leaves the fused-attention setting as it was."""
+    import jax.numpy as jnp
+
+    import swin_jax
+    from swin_jax import bench, layers
+
+    calls = []
+    real = layers.fused_self_attention
+    monkeypatch.setattr(layers, "fused_self_attention", lambda *a: calls.append(a) or real(*a))
+    table = {"cpu": "xla"}
+    monkeypatch.setattr(layers, "FUSED_ATTENTION_BY_BACKEND", table)
+    model = swin_jax.create_model("vit_tiny_patch16_224", img_size=(32, 32), dtype=jnp.bfloat16)
+    params = swin_jax.init_params(model, 0)
+    x = jnp.zeros((2, 32, 32, 3))
+    calls.clear()
+    flops = bench._model_flops(model, params, x)
+    assert not calls and layers.FUSED_ATTENTION_BY_BACKEND is table
+    tokens, dim, depth = 5, model.config.embed_dim, model.config.depth
+    assert flops >= 2 * 2 * depth * (2 * tokens * tokens * dim)  # the attention's two products at least
+    model.apply({"params": params}, x)
+    assert len(calls) == depth  # the model itself does run fused under this table
+
+
 def test_trim_host_memory_returns_freed_heap_pages():
     """Freed heap memory between live blocks stays resident until trim_host_memory hands it back
     (what XLA's compiler leaves behind after compiling a train step, here made with bytes)."""

@@ -135,17 +135,90 @@ def test_attention_core_backward_equals_autodiff(with_bias):
             assert float(jnp.abs(got - want).max()) / scale < 1e-6, name
 
 
+def _self_attention_unfused(qkv, heads):
+    """swin_jax's attention_core path, whatever the backend's fused-attention setting."""
+    from swin_jax import layers
+
+    saved, layers.FUSED_ATTENTION_BY_BACKEND = layers.FUSED_ATTENTION_BY_BACKEND, {}
+    try:
+        return layers.self_attention(qkv, heads, None, None, True)
+    finally:
+        layers.FUSED_ATTENTION_BY_BACKEND = saved
+
+
+@pytest.mark.parametrize("tokens", [17, 16], ids=["odd-padded", "even"])
+def test_fused_self_attention_equals_attention_core(tokens):
+    """The fused path (jax.nn.dot_product_attention; here its XLA implementation, on a GPU cuDNN's)
+    gives what attention_core gives, values and qkv gradients, in fp32: an odd token count is
+    padded by one, and an unmasked padded key would move every output (its score is 0)."""
+    from swin_jax.layers import fused_self_attention
+
+    heads, head_dim, batch = 2, 8, 3
+    qkv = jax.random.normal(jax.random.PRNGKey(0), (batch, tokens, 3 * heads * head_dim))
+    weights = jax.random.normal(jax.random.PRNGKey(1), (batch, tokens, heads * head_dim))
+    with jax.default_matmul_precision("highest"):
+        fused = lambda t: fused_self_attention(t, heads, "xla")
+        want, want_grad = jax.value_and_grad(lambda t: (_self_attention_unfused(t, heads) * weights).sum())(qkv)
+        got, got_grad = jax.value_and_grad(lambda t: (fused(t) * weights).sum())(qkv)
+        np.testing.assert_allclose(fused(qkv), _self_attention_unfused(qkv, heads), rtol=1e-5, atol=1e-6)
+    assert fused(qkv).shape == (batch, tokens, heads * head_dim)
+    assert abs(float(got - want)) <= 1e-5 * float(jnp.abs(want))
+    assert float(jnp.abs(got_grad - want_grad).max()) <= 1e-5 * float(jnp.abs(want_grad).max())
+
+
+def test_self_attention_fuses_where_the_backend_table_says(monkeypatch):
+    """Bias-free bf16/fp16 attention with an 8-multiple head dim takes the fused path on a backend
+    listed in FUSED_ATTENTION_BY_BACKEND (GPUs); fp32, Swin's biased windows, active attention
+    dropout and other backends keep attention_core. A bf16 ViT gives the same logits both ways."""
+    import swin_jax
+    from swin_jax import layers
+
+    calls = []
+    real = layers.fused_self_attention
+    monkeypatch.setattr(layers, "fused_self_attention", lambda *a: calls.append(a[2]) or real(*a))
+    monkeypatch.setattr(layers, "FUSED_ATTENTION_BY_BACKEND", {"gpu": "xla"})  # cuDNN needs a GPU
+    qkv = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 3 * 2 * 8))
+    bias = jnp.zeros((1, 2, 5, 5))
+    cases = [("gpu", jnp.bfloat16, None, True, qkv, True), ("gpu", jnp.float16, None, True, qkv, True),
+             ("gpu", jnp.float32, None, True, qkv, False), ("gpu", jnp.bfloat16, bias, True, qkv, False),
+             ("gpu", jnp.bfloat16, None, False, qkv, False), ("cpu", jnp.bfloat16, None, True, qkv, False),
+             ("gpu", jnp.bfloat16, None, True, qkv[..., :36], False)]  # head dim 6
+    for backend, dtype, with_bias, deterministic, x, fused in cases:
+        monkeypatch.setattr(jax, "default_backend", lambda backend=backend: backend)
+        calls.clear()
+        out = layers.self_attention(x.astype(dtype), 2, with_bias, lambda p: p, deterministic)
+        assert out.dtype == dtype and calls == (["xla"] if fused else []), (backend, dtype, with_bias, deterministic)
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    model = swin_jax.create_model("vit_tiny_patch16_224", img_size=(32, 32), dtype=jnp.bfloat16)
+    params = swin_jax.init_params(model, 0)
+    params = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(2), p.shape) * 0.5, params)
+    images = jax.random.normal(jax.random.PRNGKey(3), (2, 32, 32, 3))
+    calls.clear()
+    fused_logits = model.apply({"params": params}, images).astype(jnp.float32)
+    assert len(calls) == model.config.depth
+    monkeypatch.setattr(layers, "FUSED_ATTENTION_BY_BACKEND", {})
+    plain_logits = model.apply({"params": params}, images).astype(jnp.float32)
+    rel = float(jnp.linalg.norm(fused_logits - plain_logits) / jnp.linalg.norm(plain_logits))
+    assert rel < 2e-2, rel  # two bf16 computations of the same logits
+
+
+@pytest.mark.parametrize("backend, primitive", [("cpu", "dot_general"), ("gpu", "optimization_barrier"),
+                                                ("tpu", "dot_general")])
 @pytest.mark.parametrize("shape", [(2, 7, 7, 96), (3, 5)], ids=["rows-of-16", "odd"])
 @pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
-def test_materialize_cotangent_is_an_exact_identity(shape, dtype):
-    """Forward and backward are the identity bit for bit (the backward goes through a product
-    with an identity matrix, which must not round), under jit and in every dtype we train in."""
+def test_materialize_cotangent_is_an_exact_identity(shape, dtype, backend, primitive, monkeypatch):
+    """Forward and backward are the identity bit for bit (on the CPU the backward goes through a
+    product with an identity matrix, which must not round; on GPUs through XLA's optimization
+    barrier), under jit and in every dtype we train in."""
     from swin_jax.layers import materialize_cotangent
 
+    monkeypatch.setattr(jax, "default_backend", lambda: backend)
     x = jax.random.normal(jax.random.PRNGKey(0), shape).astype(dtype)
     g = (jax.random.normal(jax.random.PRNGKey(1), shape) * 1e3).astype(dtype)
     out, vjp = jax.jit(lambda x: jax.vjp(materialize_cotangent, x))(x)
     (grad,) = jax.jit(vjp)(g)
+    assert primitive in str(jax.make_jaxpr(vjp)(g))
     assert out.dtype == grad.dtype == dtype
     np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(x, np.float32))
     np.testing.assert_array_equal(np.asarray(grad, np.float32), np.asarray(g, np.float32))

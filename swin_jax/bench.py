@@ -177,6 +177,20 @@ def forward_flops(fn: Callable[..., Any], *args: Any) -> float:
     return float(cost["flops"]) if cost and "flops" in cost else 0.0
 
 
+def _model_flops(model: Any, params: Any, x: Any) -> float:
+    """The model's forward FLOPs with every attention written out: a fused attention kernel is
+    a custom call whose FLOPs the count would leave out."""
+    import jax
+
+    from swin_jax import layers
+
+    fused, layers.FUSED_ATTENTION_BY_BACKEND = layers.FUSED_ATTENTION_BY_BACKEND, {}
+    try:
+        return forward_flops(jax.jit(lambda p, x: model.apply({"params": p}, x)), params, x)
+    finally:
+        layers.FUSED_ATTENTION_BY_BACKEND = fused
+
+
 def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
               repeats: int, compiler_options: Optional[dict[str, str]] = None) -> Result:
     import jax
@@ -226,7 +240,7 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
 
     # model FLOPs, counted on the traced program (a GPU's compiled cost analysis leaves out the
     # library matmuls); a train step counts forward + backward (2x forward), the usual MFU convention
-    result.gflop_per_img = (3 if train else 1) * forward_flops(fwd, params, x) / batch / 1e9
+    result.gflop_per_img = (3 if train else 1) * _model_flops(model, params, x) / batch / 1e9
     swin_jax.trim_host_memory()  # as the trainer does after compiling
     buffers = compiled.memory_analysis()
     xla_mib = 0.0

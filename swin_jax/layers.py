@@ -4,6 +4,8 @@ Flax defaults that differ from PyTorch are fixed here once: LayerNorm uses a two
 and the model's eps, GELU is the exact erf form, and parameters stay float32 whatever the
 compute dtype. LayerNorm, the MLP and the attention core have written-out backward passes that
 keep for the backward only what torch keeps (docs/PERFORMANCE.md has what each one measured).
+Where a backend runs the same maths faster another way (GPUs: cuDNN's fused attention for bf16
+ViT, the GELU's erf form, optimization barriers), small per-backend tables choose it.
 """
 from __future__ import annotations
 
@@ -99,6 +101,19 @@ def identity_product(x: jax.Array) -> jax.Array:
     return out.reshape(x.shape)
 
 
+# How a value is computed once into its own buffer, per backend: XLA:CPU drops
+# jax.lax.optimization_barrier, so there it is an exact identity matmul; XLA:GPU keeps the
+# barrier and so saves the matmul's extra read and write of the array (ViT-B/16 train step
+# +2.5% on an H100: docs/PERFORMANCE.md). Others: the matmul.
+MATERIALIZE_BY_BACKEND: dict[str, Callable[[jax.Array], jax.Array]] = {"gpu": jax.lax.optimization_barrier}
+
+
+def materialize(x: jax.Array) -> jax.Array:
+    """`x`, computed once into a buffer: XLA neither fuses (and re-computes) it into each of its
+    consumers nor merges it with the same expression elsewhere. Exact."""
+    return MATERIALIZE_BY_BACKEND.get(jax.default_backend(), identity_product)(x)
+
+
 @jax.custom_vjp
 def materialize_cotangent(x: jax.Array) -> jax.Array:
     """Identity. In the backward pass, the cotangent arriving here is computed once into a
@@ -113,9 +128,8 @@ def _materialize_fwd(x: jax.Array) -> tuple[jax.Array, None]:
 def _materialize_bwd(_: None, cotangent: jax.Array) -> tuple[jax.Array]:
     # Without this XLA:CPU fuses the residual stream's cotangent (an elementwise chain growing
     # by one block at a time) into every block's backward fusions and re-computes it there:
-    # quadratic in depth. (jax.lax.optimization_barrier would say this directly, but XLA:CPU
-    # drops it.) By the time a cotangent holds an inf the step has failed anyway.
-    return (identity_product(cotangent),)
+    # quadratic in depth. By the time a cotangent holds an inf the step has failed anyway.
+    return (materialize(cotangent),)
 
 
 materialize_cotangent.defvjp(_materialize_fwd, _materialize_bwd)
@@ -222,7 +236,7 @@ def _mlp_core_bwd(residuals, d_out):
     d_w2 = _rows(gelu(hidden)).T @ d_out_rows
     d_hidden = (d_out @ w2.T) * gelu_derivative(hidden)
     # computed once for its three consumers (see materialize_cotangent)
-    d_hidden_rows = identity_product(_rows(d_hidden))
+    d_hidden_rows = materialize(_rows(d_hidden))
     d_x = (d_hidden_rows @ w1.T).reshape(x.shape)
     return d_x, _rows(x).T @ d_hidden_rows, d_hidden_rows.sum(axis=0), d_w2, d_out_rows.sum(axis=0)
 
@@ -284,6 +298,42 @@ def _attention_core_bwd(residuals, d_out):
 attention_core.defvjp(_attention_core_fwd, _attention_core_bwd)
 
 
+# Where bias-free (ViT) attention in bf16/fp16 runs as one fused kernel, per backend: the
+# `implementation` of jax.nn.dot_product_attention. Nothing of size N x N reaches memory, as in
+# torch's SDPA. ViT-B/16 bf16 train step +14% on an H100 (docs/PERFORMANCE.md). Others, and
+# fp32 everywhere: `attention_core`.
+FUSED_ATTENTION_BY_BACKEND: dict[str, str] = {"gpu": "cudnn"}
+
+
+def fused_self_attention(qkv: jax.Array, num_heads: int, implementation: Optional[str]) -> jax.Array:
+    """`self_attention` without a bias through jax.nn.dot_product_attention (B, N, 3 * D) -> (B, N, D).
+
+    The scale head_dim**-0.5 is applied to q·kᵀ inside, as torch's SDPA does. An odd token count
+    is padded by one, the padded key masked out through the sequence lengths: cuDNN's training
+    kernels take even lengths only (ViT's 197 tokens were refused)."""
+    batch, n, three_dim = qkv.shape
+    head_dim = three_dim // (3 * num_heads)
+    padded = n + n % 2
+    qkv = qkv.reshape(batch, n, 3, num_heads, head_dim)
+    if padded != n:
+        qkv = jnp.pad(qkv, ((0, 0), (0, padded - n), (0, 0), (0, 0), (0, 0)))
+    lengths = jnp.full((batch,), n, jnp.int32)
+    out = jax.nn.dot_product_attention(
+        qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], scale=head_dim**-0.5, query_seq_lengths=lengths,
+        key_value_seq_lengths=lengths, implementation=implementation)
+    return out[:, :n].reshape(batch, n, num_heads * head_dim)
+
+
+def _fused_attention_implementation(qkv: jax.Array, num_heads: int, bias: Optional[jax.Array]) -> Optional[str]:
+    """The backend's fused implementation where it applies to this call, else None."""
+    head_dim = qkv.shape[-1] // (3 * num_heads)
+    implementation = FUSED_ATTENTION_BY_BACKEND.get(jax.default_backend())
+    if implementation and bias is None and qkv.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 \
+            and head_dim <= 128:
+        return implementation
+    return None
+
+
 def self_attention(
     qkv: jax.Array,
     num_heads: int,
@@ -296,8 +346,12 @@ def self_attention(
 
     `bias` has shape (G, heads, N, N) and the batch is laid out (B / G, G): Swin passes one
     (relative position bias + shift mask) per window, ViT passes None. Returns (B, N, D).
-    With attention dropout active (`deterministic=False`) it takes the plain autodiff path.
+    With attention dropout active (`deterministic=False`) it takes the plain autodiff path;
+    bias-free bf16/fp16 attention runs fused where `FUSED_ATTENTION_BY_BACKEND` says so.
     """
+    fused = _fused_attention_implementation(qkv, num_heads, bias)
+    if deterministic and fused is not None:
+        return fused_self_attention(qkv, num_heads, fused)
     batch, n, three_dim = qkv.shape
     head_dim = three_dim // (3 * num_heads)
     # (3, B * heads, N, head_dim): one transpose here, plain batched matmuls after it
