@@ -308,26 +308,43 @@ FUSED_ATTENTION_BY_BACKEND: dict[str, str] = {"gpu": "cudnn"}
 def fused_self_attention(qkv: jax.Array, num_heads: int, implementation: Optional[str]) -> jax.Array:
     """`self_attention` without a bias through jax.nn.dot_product_attention (B, N, 3 * D) -> (B, N, D).
 
-    The scale head_dim**-0.5 is applied to q·kᵀ inside, as torch's SDPA does. An odd token count
-    is padded by one, the padded key masked out through the sequence lengths: cuDNN's training
-    kernels take even lengths only (ViT's 197 tokens were refused)."""
+    The scale head_dim**-0.5 is applied to the scores inside, as torch's SDPA does. An odd token
+    count is padded by one, the padded key masked out through the sequence lengths: JAX's cuDNN
+    path takes even lengths only in training (ViT's 197 tokens were refused). The padded query
+    row's output and gradients are sliced off."""
     batch, n, three_dim = qkv.shape
     head_dim = three_dim // (3 * num_heads)
-    padded = n + n % 2
     qkv = qkv.reshape(batch, n, 3, num_heads, head_dim)
-    if padded != n:
-        qkv = jnp.pad(qkv, ((0, 0), (0, padded - n), (0, 0), (0, 0), (0, 0)))
-    lengths = jnp.full((batch,), n, jnp.int32)
+    lengths = None
+    if n % 2:
+        qkv = jnp.pad(qkv, ((0, 0), (0, 1), (0, 0), (0, 0), (0, 0)))
+        lengths = jnp.full((batch,), n, jnp.int32)
     out = jax.nn.dot_product_attention(
         qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], scale=head_dim**-0.5, query_seq_lengths=lengths,
         key_value_seq_lengths=lengths, implementation=implementation)
     return out[:, :n].reshape(batch, n, num_heads * head_dim)
 
 
+@functools.lru_cache(maxsize=None)
+def cudnn_attention_available() -> bool:
+    """Whether JAX has a CUDA GPU of compute capability >= 8.0 (Ampere on), where JAX's cuDNN
+    fused attention runs. "gpu" is also the backend name of ROCm and other GPUs."""
+    try:
+        device = jax.devices("gpu")[0]
+        if "cuda" not in str(device.client.platform_version).lower():
+            return False
+        major, minor = (int(v) for v in str(device.compute_capability).split(".")[:2])
+        return (major, minor) >= (8, 0)
+    except Exception:  # no GPU backend, or a device without these attributes
+        return False
+
+
 def _fused_attention_implementation(qkv: jax.Array, num_heads: int, bias: Optional[jax.Array]) -> Optional[str]:
     """The backend's fused implementation where it applies to this call, else None."""
     head_dim = qkv.shape[-1] // (3 * num_heads)
     implementation = FUSED_ATTENTION_BY_BACKEND.get(jax.default_backend())
+    if implementation == "cudnn" and not cudnn_attention_available():
+        return None
     if implementation and bias is None and qkv.dtype in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0 \
             and head_dim <= 128:
         return implementation
@@ -342,7 +359,8 @@ def self_attention(
     deterministic: bool = True,
 ) -> jax.Array:
     """Multi-head self-attention on a fused (B, N, 3 * D) qkv projection, as timm computes it:
-    q scaled by head_dim**-0.5 before q·kᵀ, `bias` added to the scores, softmax in >= fp32.
+    q scaled by head_dim**-0.5 before q·kᵀ, `bias` added to the scores, softmax in >= fp32
+    (the fused path scales the scores instead, as torch's SDPA does).
 
     `bias` has shape (G, heads, N, N) and the batch is laid out (B / G, G): Swin passes one
     (relative position bias + shift mask) per window, ViT passes None. Returns (B, N, D).
