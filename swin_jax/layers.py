@@ -301,7 +301,8 @@ attention_core.defvjp(_attention_core_fwd, _attention_core_bwd)
 # Where bias-free (ViT) attention in bf16/fp16 runs as one fused kernel, per backend: the
 # `implementation` of jax.nn.dot_product_attention. Nothing of size N x N reaches memory, as in
 # torch's SDPA. ViT-B/16 bf16 train step +14% on an H100 (docs/PERFORMANCE.md). Others, and
-# fp32 everywhere: `attention_core`.
+# fp32 everywhere: `attention_core`. Read at trace time from JAX's default backend, like the
+# GELU table: set it to {} to trace a bf16 ViT for the CPU of a GPU host.
 FUSED_ATTENTION_BY_BACKEND: dict[str, str] = {"gpu": "cudnn"}
 
 
