@@ -1,5 +1,6 @@
 """Training: optimizer parity with torch.optim.AdamW, data parallelism over devices and hosts,
 kill -9 and resume, NaN stops, gradient accumulation, ImageFolder fine-tuning."""
+import json
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from safetensors.numpy import load_file
 import swin_jax
 import swin_torch_ref
 from train.config import PRESETS
-from train.data import mix_parameters, soft_targets
+from train.data import mix_parameters
 from train.loop import apply_mix, create_train_state, train_step
 from train.optim import decay_mask, lr_schedule, make_optimizer
 
@@ -71,10 +72,11 @@ def test_adamw_matches_torch_for_20_steps(record):
     batches = [(rng.normal(size=(16, 32, 32, 1)).astype(np.float32), rng.integers(0, 10, 16)) for _ in range(steps)]
     no_mix = mix_parameters(0, 0, (32, 32), 0.0, 0.0, 0.5)
     step = jax.jit(lambda s, b: train_step(s, b, no_mix, model=model, tx=tx, schedule=schedule,
-                                           key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=1))
+                                           key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=1,
+                                           label_smoothing=0.1))
     with jax.default_matmul_precision("highest"):
         for images, labels in batches:
-            state, _ = step(state, {"images": jnp.asarray(images), "targets": soft_targets(labels, 10, 0.1)})
+            state, _ = step(state, {"images": jnp.asarray(images), "labels": jnp.asarray(labels)})
 
     ref = swin_torch_ref.create_model(NAME, drop_path_rate=0.0, **ARGS).train()
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in swin_jax.to_torch(model, params).items()})
@@ -113,7 +115,7 @@ def test_gradient_accumulation_equals_one_big_batch():
         step = jax.jit(lambda s, b: train_step(s, b, no_mix, model=model, tx=tx, schedule=schedule,
                                                key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=accum))
         for part in np.split(np.arange(32), chunks):
-            state, _ = step(state, {"images": jnp.asarray(images[part]), "targets": soft_targets(labels[part], 10, 0.0)})
+            state, _ = step(state, {"images": jnp.asarray(images[part]), "labels": jnp.asarray(labels[part])})
         return state.params
 
     with jax.default_matmul_precision("highest"):
@@ -204,10 +206,12 @@ def test_two_hosts_of_two_devices_equal_one(one_device_run, o1_init, tmp_path, r
 
 
 def test_kill_9_then_resume_is_bit_exact(tmp_path):
+    """The whole run reads its batches in-process; the killed and the resumed run through 2 grain
+    worker processes, resuming from the iterator state saved in the checkpoint."""
     steps = ["--max-steps", "20", "--ckpt-every", "5", "--keep", "2"]
-    whole = _run_train(tmp_path / "whole", *steps)
+    whole = _run_train(tmp_path / "whole", *steps, "--workers", "0")
     assert whole.returncode == 0, whole.stdout[-3000:]
-    victim = _run_train(tmp_path / "killed", *steps, wait=False)
+    victim = _run_train(tmp_path / "killed", *steps, "--workers", "2", wait=False)
     checkpoints = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 600
     while time.time() < deadline and not (checkpoints / "5").is_dir():  # the first checkpoint: 15 steps to spare
@@ -215,9 +219,11 @@ def test_kill_9_then_resume_is_bit_exact(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
+    saved = json.loads(next((checkpoints / "5").glob("data*/*")).read_text())  # the iterator state
+    assert saved["next_step"] == 5 and saved["batch_size"] == 64
     done = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert done and max(done) < 20, done
-    resumed = _run_train(tmp_path / "killed", *steps, "--resume")
+    resumed = _run_train(tmp_path / "killed", *steps, "--workers", "2", "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "resumed from step" in resumed.stdout
     a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")

@@ -106,6 +106,12 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _validate(args: argparse.Namespace) -> int:
+    from train.validate import run
+
+    return run(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from swin_jax.layouts import LAYOUTS
 
@@ -152,6 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("train", help="train or fine-tune with optax (see `swin-jax train --help`)", add_help=False)
 
+    validate = commands.add_parser(
+        "validate", help="top-1 / top-5 and loss of a checkpoint over an ImageFolder (timm's evaluation transform)",
+        description="Evaluate a checkpoint (any layout) on an ImageFolder with timm's evaluation transform: the "
+                    "shorter side resized to size / crop_pct with the model's interpolation, center crop, the "
+                    "model's mean and std. Decoding runs in worker processes. Prints top-1, top-5 and the loss.")
+    validate.set_defaults(run=_validate)
+
     bench = commands.add_parser(
         "bench", help="img/s, compile time, memory and MFU of swin_jax against timm, in one run",
         description="Measure swin_jax (jitted) and timm (eager; --torch-compile adds torch.compile) on the same "
@@ -178,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
     bench.add_argument("--markdown", action="store_true", help="print the table in markdown")
     bench.set_defaults(run=_bench)
+
+    from train.validate import add_arguments  # argparse only: imports neither jax nor the trainer's code
+
+    add_arguments(validate)
 
     inspect = commands.add_parser("inspect", help="show a checkpoint's layout, family, config and size")
     inspect.add_argument("file", help=".pth/.pt/.bin/.safetensors/.npz checkpoint or .msgpack params file")

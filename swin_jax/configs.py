@@ -215,6 +215,40 @@ MODEL_CONFIGS.update({
 })
 
 
+# Image preparation of each name's default weights, as timm's `resolve_data_config` gives it for
+# that name (the pretrained config of its default tag): interpolation, crop_pct, mean, std.
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Google's ViT weights: [-1, 1]
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How images are prepared for a model: the evaluation transform resizes the shorter side to
+    `size / crop_pct` with `interpolation`, center-crops `size` and normalises with mean / std."""
+
+    interpolation: str = "bicubic"
+    crop_pct: float = 0.9
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+
+DATA_CONFIGS: dict[str, DataConfig] = {
+    name: DataConfig(
+        crop_pct=1.0 if args["img_size"] >= 384 else 0.9,  # timm's 384 weights are evaluated uncropped
+        mean=IMAGENET_MEAN if config_cls is SwinConfig else INCEPTION_MEAN,
+        std=IMAGENET_STD if config_cls is SwinConfig else INCEPTION_STD)
+    for name, (config_cls, args) in MODEL_CONFIGS.items()
+}
+
+
+def get_data_config(name: str, **overrides: Any) -> DataConfig:
+    """The image preparation of model `name` (timm's for its default weights), with overrides
+    (`crop_pct`, `interpolation`, `mean`, `std`; None values are ignored)."""
+    get_config(name)  # unknown names fail with the usual message
+    given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+    return dataclasses.replace(DATA_CONFIGS[name], **given)
+
+
 def list_models(pattern: str = "*") -> list[str]:
     """Names of the registered model configs matching a shell-style `pattern`, sorted."""
     return sorted(name for name in MODEL_CONFIGS if fnmatch.fnmatch(name, pattern))

@@ -31,9 +31,17 @@ class TrainConfig:
     mixup: float = 0.8  # mixup alpha; 0 off
     cutmix: float = 1.0  # cutmix alpha; 0 off
     mixup_switch_prob: float = 0.5
-    crop_scale: float = 0.08  # random resized crop: smallest area fraction; 1 turns cropping off
+    crop_scale: float = 0.08  # random resized crop: smallest area fraction (timm's scale=(crop_scale, 1))
     hflip: float = 0.5
-    shift: int = 0  # random translation in pixels (digits)
+    aa: Optional[str] = "rand-m9-mstd0.5-inc1"  # RandAugment as timm's --aa; "" or none turns it off
+    color_jitter: float = 0.4  # timm's: used only without --aa (timm turns it off under RandAugment)
+    reprob: float = 0.25  # random erasing probability (timm's pixel mode, noise drawn on the device)
+    train_interpolation: str = "bicubic"  # of the random resized crop: bicubic, bilinear or random
+    crop_pct: Optional[float] = None  # evaluation: resize to size / crop_pct, center crop (default: the model's)
+    interpolation: Optional[str] = None  # evaluation resize (default: the model's)
+    shift: int = 0  # random translation in pixels (in-memory data: digits)
+    workers: Optional[int] = None  # decoding / augmentation processes; default CPU count - 1; 0: in-process
+    on_bad_image: str = "error"  # an unreadable image file: "error" stops, "skip" uses the next file and reports it
     drop_path: float = 0.2
     ema_decay: float = 0.0  # 0 off; e.g. 0.9998
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
@@ -58,6 +66,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         data="digits", img_size=(32, 32), val_split=0.2, epochs=60, batch_size=64, lr=2e-3, warmup_lr=2e-4,
         min_lr=1e-5, warmup_epochs=6.0, weight_decay=0.05, clip_grad=5.0, label_smoothing=0.1, mixup=0.0,
         cutmix=0.0, crop_scale=1.0, hflip=0.0, shift=2, drop_path=0.1, out_dir="runs/digits",
+        workers=0,  # in-memory 32x32 images: a worker process would cost more than it saves
     ),
 }
 
@@ -85,13 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
         elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            if f.name in ("num_processes", "process_id"):
+            if f.name in ("num_processes", "process_id", "workers"):
                 kind: type = int
+            elif f.name == "crop_pct":
+                kind = float
             elif default is None or isinstance(default, str):
                 kind = str
             else:
                 kind = type(default)
-            parser.add_argument(flag, type=kind, default=None, help=f"default {default}")
+            choices = {"on_bad_image": ("error", "skip"), "train_interpolation": ("bicubic", "bilinear", "random"),
+                       "interpolation": ("bicubic", "bilinear")}.get(f.name)
+            parser.add_argument(flag, type=kind, default=None, choices=choices, help=f"default {default}")
     return parser
 
 

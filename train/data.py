@@ -1,28 +1,44 @@
-"""Data: scikit-learn's digits or an ImageFolder tree, deterministic batches and augmentation.
+"""Data: scikit-learn's digits (in memory) or an ImageFolder tree (files), and the per-batch
+mixup / cutmix parameters. `train.pipeline` turns a split into batches.
 
 Every random choice (epoch order, augmentation, mixup) is drawn from a generator seeded by
-(seed, step), so a resumed run sees exactly the batches an uninterrupted one would.
+(seed, step[, position]), so a resumed run sees exactly the batches an uninterrupted one would.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional, Union
 
 import numpy as np
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
-@dataclass
-class Split:
-    """Images as float32 NHWC arrays (normalised) or file paths, with integer labels."""
+@dataclass(frozen=True)
+class ArraySplit:
+    """In-memory images (float32 NHWC, already normalised) with integer labels."""
 
-    images: np.ndarray | list[Path]
+    images: np.ndarray
     labels: np.ndarray
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class FileSplit:
+    """Image files (decoded in the pipeline's workers) with integer labels."""
+
+    files: tuple[str, ...]
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+Split = Union[ArraySplit, FileSplit]
 
 
 @dataclass
@@ -33,8 +49,6 @@ class Dataset:
     in_chans: int
     img_size: tuple[int, int]
     classes: list[str]
-    mean: np.ndarray
-    std: np.ndarray
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,11 +66,40 @@ def load_digits(img_size: tuple[int, int], val_split: float, seed: int) -> Datas
     digits = sk_digits()
     images = digits.images.astype(np.float32)[..., None] / 16.0
     images = np.asarray(jax.image.resize(images, (len(images), *img_size, 1), "bilinear"))
-    mean, std = images.mean(), images.std()
-    images = (images - mean) / std
+    images = (images - images.mean()) / images.std()
     train, test = _stratified_split(digits.target, val_split, seed)
-    return Dataset(Split(images[train], digits.target[train]), Split(images[test], digits.target[test]),
-                   10, 1, tuple(img_size), [str(i) for i in range(10)], np.array([mean]), np.array([std]))
+    return Dataset(ArraySplit(images[train], digits.target[train]), ArraySplit(images[test], digits.target[test]),
+                   10, 1, tuple(img_size), [str(i) for i in range(10)])
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders "class2" before "class10" (timm's order of folders and files)."""
+    return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text.lower())]
+
+
+def scan_image_folder(folder: str | Path, classes: Optional[list[str]] = None) -> tuple[FileSplit, list[str]]:
+    """The images of an ImageFolder tree (`folder/<class>/<image>`), in timm's order: class
+    folders and files sorted naturally. `classes` fixes the class list (a validation folder
+    must have the training folder's classes)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"data directory not found: {folder}")
+    found = sorted((p.name for p in folder.iterdir() if p.is_dir()), key=natural_key)
+    if not found:
+        raise ValueError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
+    if classes is not None and found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise ValueError(f"{folder} does not have the training classes: missing {missing[:5]}, "
+                         f"unexpected {extra[:5]} ({len(found)} folders, {len(classes)} classes)")
+    files, labels = [], []
+    for label, name in enumerate(found):
+        names = sorted((f.name for f in (folder / name).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES),
+                       key=natural_key)
+        files += [str(folder / name / f) for f in names]
+        labels += [label] * len(names)
+    if not files:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders of {folder}")
+    return FileSplit(tuple(files), np.array(labels, np.int32)), found
 
 
 def load_image_folder(root: str | Path, img_size: tuple[int, int], val_split: float, seed: int) -> Dataset:
@@ -65,30 +108,17 @@ def load_image_folder(root: str | Path, img_size: tuple[int, int], val_split: fl
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"data directory not found: {root}")
-
-    def scan(folder: Path) -> tuple[list[Path], list[str]]:
-        classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        if not classes:
-            raise ValueError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
-        return [f for c in classes for f in sorted((folder / c).iterdir())
-                if f.suffix.lower() in IMAGE_SUFFIXES], classes
-
     if (root / "train").is_dir() and (root / "val").is_dir():
-        train_files, classes = scan(root / "train")
-        test_files, test_classes = scan(root / "val")
-        if test_classes != classes:
-            raise ValueError(f"{root}/train and {root}/val have different class folders")
-        train = Split(train_files, np.array([classes.index(f.parent.name) for f in train_files]))
-        test = Split(test_files, np.array([classes.index(f.parent.name) for f in test_files]))
+        train, classes = scan_image_folder(root / "train")
+        test, _ = scan_image_folder(root / "val", classes)
     else:
-        files, classes = scan(root)
-        labels = np.array([classes.index(f.parent.name) for f in files])
-        tr, te = _stratified_split(labels, val_split, seed)
-        train, test = Split([files[i] for i in tr], labels[tr]), Split([files[i] for i in te], labels[te])
-    if len(train) == 0:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])  # ImageNet, as timm
-    return Dataset(train, test, len(classes), 3, tuple(img_size), classes, mean, std)
+        files, classes = scan_image_folder(root)
+        if len(files) < 2:
+            raise ValueError(f"{root} holds {len(files)} image(s): too few to split into train and test")
+        tr, te = _stratified_split(files.labels, val_split, seed)
+        train = FileSplit(tuple(files.files[i] for i in tr), files.labels[tr])
+        test = FileSplit(tuple(files.files[i] for i in te), files.labels[te])
+    return Dataset(train, test, len(classes), 3, tuple(img_size), classes)
 
 
 def load_dataset(data: str, img_size: tuple[int, int], val_split: float, seed: int) -> Dataset:
@@ -97,36 +127,10 @@ def load_dataset(data: str, img_size: tuple[int, int], val_split: float, seed: i
     return load_image_folder(data, img_size, val_split, seed)
 
 
-# ----- augmentation (numpy, on the host)
+# ----- augmentation of in-memory images and of whole batches
 
 
-def _open_image(path: Path, size: tuple[int, int], rng: Optional[np.random.Generator], crop_scale: float,
-                hflip: float) -> np.ndarray:
-    """Pillow: random resized crop (area fraction in [crop_scale, 1], ratio 3/4..4/3) and flip for
-    training (rng given), plain resize for evaluation; float32 HWC in [0, 1]."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        box = (0, 0, w, h)
-        if rng is not None and crop_scale < 1.0:
-            for _ in range(10):
-                area = w * h * rng.uniform(crop_scale, 1.0)
-                ratio = np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3)))
-                cw, ch = int(round(np.sqrt(area * ratio))), int(round(np.sqrt(area / ratio)))
-                if 0 < cw <= w and 0 < ch <= h:
-                    x0, y0 = rng.integers(0, w - cw + 1), rng.integers(0, h - ch + 1)
-                    box = (x0, y0, x0 + cw, y0 + ch)
-                    break
-        im = im.resize((size[1], size[0]), Image.BICUBIC, box=box)
-        out = np.asarray(im, np.float32) / 255.0
-    if rng is not None and rng.uniform() < hflip:
-        out = out[:, ::-1]
-    return out
-
-
-def _shift(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
+def shift_image(image: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Translate one image by (dy, dx) pixels, filling with the background (its minimum)."""
     out = np.full_like(image, image.min())
     h, w = image.shape[:2]
@@ -155,64 +159,3 @@ def mix_parameters(step: int, seed: int, img_size: tuple[int, int], mixup: float
                         np.clip(cx - cw // 2, 0, w), np.clip(cx + cw // 2, 0, w)], np.int32)
         lam = 1 - (box[1] - box[0]) * (box[3] - box[2]) / (h * w)  # the area actually kept
     return dict(lam=np.float32(lam), cutmix=np.bool_(use_cutmix), box=box)
-
-
-def soft_targets(labels: np.ndarray, num_classes: int, smoothing: float) -> np.ndarray:
-    off = smoothing / num_classes
-    out = np.full((len(labels), num_classes), off, np.float32)
-    out[np.arange(len(labels)), labels] = 1.0 - smoothing + off
-    return out
-
-
-class Loader:
-    """Deterministic batches of one process's share of the global batch."""
-
-    def __init__(self, data: Dataset, split: Split, batch_size: int, seed: int, train: bool,
-                 process_index: int = 0, process_count: int = 1, crop_scale: float = 1.0, hflip: float = 0.0,
-                 shift: int = 0):
-        if batch_size % process_count:
-            raise ValueError(f"batch size {batch_size} does not split over {process_count} processes")
-        self.data, self.split, self.batch_size, self.seed, self.train = data, split, batch_size, seed, train
-        self.process_index, self.process_count = process_index, process_count
-        self.crop_scale, self.hflip, self.shift = crop_scale, hflip, shift
-
-    @property
-    def steps_per_epoch(self) -> int:
-        n = len(self.split)
-        return n // self.batch_size if self.train else -(-n // self.batch_size)
-
-    def _images(self, index: np.ndarray, rngs: Optional[list[np.random.Generator]]) -> np.ndarray:
-        if isinstance(self.split.images, np.ndarray):
-            out = self.split.images[index]
-            if rngs is not None and self.shift:
-                out = np.stack([_shift(im, *r.integers(-self.shift, self.shift + 1, size=2)) for im, r in zip(out, rngs)])
-            return out
-        d = self.data
-        out = np.stack([_open_image(self.split.images[i], d.img_size, None if rngs is None else rngs[k],
-                                    self.crop_scale, self.hflip) for k, i in enumerate(index)])
-        return ((out - d.mean) / d.std).astype(np.float32)
-
-    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(images, labels, weights) of this process for global step `step`. Training batches
-        follow an epoch permutation, each image augmented with a generator seeded by its place in
-        the global batch (so the split over processes changes nothing); evaluation batches are
-        padded with weight 0."""
-        per_process = self.batch_size // self.process_count
-        mine = slice(self.process_index * per_process, (self.process_index + 1) * per_process)
-        if self.train:
-            epoch, within = divmod(step, self.steps_per_epoch)
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.split))
-            index = order[within * self.batch_size:(within + 1) * self.batch_size][mine]
-            weights = np.ones(len(index), np.float32)
-            rngs = [np.random.default_rng([self.seed, 1, step, p]) for p in range(mine.start, mine.stop)]
-        else:
-            index = np.arange(step * self.batch_size, min((step + 1) * self.batch_size, len(self.split)))
-            weights = np.ones(self.batch_size, np.float32)
-            weights[len(index):] = 0
-            index = np.concatenate([index, np.zeros(self.batch_size - len(index), int)])[mine]
-            weights, rngs = weights[mine], None
-        return self._images(index, rngs), self.split.labels[index], weights
-
-    def epoch(self, epoch: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        for i in range(self.steps_per_epoch):
-            yield self.batch(epoch * self.steps_per_epoch + i if self.train else i)

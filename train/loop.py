@@ -10,8 +10,9 @@ import math
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import flax
 import jax
@@ -22,7 +23,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
 from train.config import TrainConfig
-from train.data import Dataset, Loader, load_dataset, mix_parameters, soft_targets
+from train.data import ArraySplit, Dataset, load_dataset, mix_parameters
+from train.pipeline import (BatchPlan, Batches, EvalTransform, ShiftTransform, check_state, default_workers,
+                            host_batches, source_fingerprint)
 from train.optim import lr_schedule, make_optimizer
 
 
@@ -55,10 +58,45 @@ def apply_mix(images: jax.Array, targets: jax.Array, mix: dict) -> tuple[jax.Arr
     return mixed, lam * targets + (1 - lam) * targets[::-1]
 
 
+def soft_targets(labels: jax.Array, num_classes: int, smoothing: float) -> jax.Array:
+    """One-hot targets with label smoothing as timm's: 1 - s + s/K on the label, s/K elsewhere
+    (both values rounded once to float32 from Python floats, as timm's loss does)."""
+    off = smoothing / num_classes
+    hit = labels[:, None] == jnp.arange(num_classes)[None, :]
+    return jnp.where(hit, jnp.float32(1.0 - smoothing + off), jnp.float32(off))
+
+
+def prepare_images(images: jax.Array, erase: Optional[jax.Array], key: Optional[jax.Array],
+                   mean: Sequence[float], std: Sequence[float]) -> jax.Array:
+    """The device half of the input pipeline. uint8 images (from files) are normalised as timm's
+    ToTensor + Normalize do, `(x / 255 - mean) / std` in float32; float images (in memory) are
+    already normalised. With `erase` ([B, 4] boxes top, bottom, left, right; empty when none),
+    random erasing in timm's pixel mode: the box is filled with N(0, 1) noise drawn from `key`
+    folded with the image's position in the global batch."""
+    if images.dtype == jnp.uint8:
+        images = (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    if erase is None:
+        return images
+    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(images.shape[0]))
+    noise = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:], images.dtype))(keys)
+    h, w = images.shape[1:3]
+    rows, cols = jnp.arange(h)[None, :, None, None], jnp.arange(w)[None, None, :, None]
+    box = erase[:, :, None, None, None]
+    inside = (rows >= box[:, 0]) & (rows < box[:, 1]) & (cols >= box[:, 2]) & (cols < box[:, 3])
+    return jnp.where(inside, noise, images)
+
+
 def train_step(state: TrainState, batch: dict, mix: dict, *, model: Any, tx: optax.GradientTransformation,
-               schedule: optax.Schedule, key: jax.Array, ema_decay: float, accum_steps: int) -> tuple[TrainState, dict]:
-    """One batch: forward with dropout / drop path, soft-target cross-entropy, optimizer update."""
-    images, targets = apply_mix(batch["images"], batch["targets"], mix)
+               schedule: optax.Schedule, key: jax.Array, ema_decay: float, accum_steps: int,
+               label_smoothing: float = 0.0, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
+               erase: bool = False) -> tuple[TrainState, dict]:
+    """One batch (`images`, integer `labels`, with `erase` boxes when erasing is on): images
+    prepared on the device, mixup / cutmix, forward with dropout / drop path, soft-target
+    cross-entropy, optimizer update."""
+    erase_key = jax.random.fold_in(jax.random.fold_in(key, 1), state.step)
+    images = prepare_images(batch["images"], batch["erase"] if erase else None, erase_key, mean, std)
+    targets = soft_targets(batch["labels"], model.config.num_classes, label_smoothing)
+    images, targets = apply_mix(images, targets, mix)
     dropout_key = jax.random.fold_in(key, state.step)
 
     def loss_fn(params: Any) -> jax.Array:
@@ -75,9 +113,11 @@ def train_step(state: TrainState, batch: dict, mix: dict, *, model: Any, tx: opt
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
 
-def eval_step(params: Any, batch: dict, *, model: Any) -> dict:
+def eval_step(params: Any, batch: dict, *, model: Any, mean: Sequence[float] = (0.0,),
+              std: Sequence[float] = (1.0,)) -> dict:
     """Summed cross-entropy and correct predictions over the batch's real (weight 1) images."""
-    logits = model.apply({"params": params}, batch["images"]).astype(jnp.float32)
+    images = prepare_images(batch["images"], None, None, mean, std)
+    logits = model.apply({"params": params}, images).astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
     correct = (jnp.argmax(logits, -1) == batch["labels"]).astype(jnp.float32)
     w = batch["weights"]
@@ -182,7 +222,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     os.replace(tmp, path)
 
 
-def torch_accuracy(cfg: TrainConfig, model: Any, weights: Path, data: Dataset) -> Optional[int]:
+def torch_accuracy(cfg: TrainConfig, model: Any, weights: Path, data: Dataset, inputs: "Inputs") -> Optional[int]:
     """Correct test images when the exported timm-layout weights run in swin_torch_ref; None
     without torch."""
     try:
@@ -195,13 +235,49 @@ def torch_accuracy(cfg: TrainConfig, model: Any, weights: Path, data: Dataset) -
     overrides = {f.name: getattr(model.config, f.name) for f in dataclasses.fields(model.config)}
     ref = swin_torch_ref.create_model(cfg.model, **overrides)
     ref.load_state_dict(load_file(str(weights)), strict=True)
-    loader = Loader(data, data.test, 256, cfg.seed, train=False)
+    plan = BatchPlan(len(data.test), 256, cfg.seed, train=False)
+    host = host_batches(data.test, plan, inputs.test_transform, 0, plan.steps_per_epoch, 0, cfg.on_bad_image)
     correct = 0
     with torch.no_grad():
-        for images, labels, w in loader.epoch(0):
+        for batch in host:
+            images = inputs.normalize(batch["image"])
             pred = ref(torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))).argmax(-1).numpy()
-            correct += int(((pred == labels) * w).sum())
+            correct += int(((pred == batch["label"]) * batch["weight"]).sum())
     return correct
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """How a run's images are made: the transforms in the workers, the normalisation on the device."""
+
+    train_transform: Any
+    test_transform: Any
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    erase: bool  # random erasing boxes come with the batches
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        """The host version of `prepare_images` without erasing (for the PyTorch check)."""
+        if images.dtype != np.uint8:
+            return images
+        return ((images.astype(np.float32) / np.float32(255.0) - np.asarray(self.mean, np.float32))
+                / np.asarray(self.std, np.float32))
+
+
+def build_inputs(cfg: TrainConfig, data: Dataset) -> Inputs:
+    """In-memory data: the random shift. Files: timm's training transform (random resized crop,
+    flip, RandAugment or colour jitter, erasing boxes) and timm's evaluation transform, with the
+    model's interpolation, crop_pct, mean and std (`--crop-pct`, `--interpolation` override)."""
+    if isinstance(data.train, ArraySplit):
+        return Inputs(ShiftTransform(cfg.shift), ShiftTransform(0), (0.0,), (1.0,), erase=False)
+    from train.transforms import TrainTransform
+
+    d = swin_jax.get_data_config(cfg.model, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
+    train_tf = TrainTransform(data.img_size, scale=(cfg.crop_scale, 1.0), interpolation=cfg.train_interpolation,
+                              hflip=cfg.hflip, color_jitter=cfg.color_jitter or None, auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
+                              mean=d.mean, re_prob=cfg.reprob)
+    return Inputs(train_tf, EvalTransform(data.img_size, d.crop_pct, d.interpolation), d.mean, d.std,
+                  erase=cfg.reprob > 0)
 
 
 # ----- the run
@@ -231,10 +307,11 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     img_size = tuple(cfg.img_size or probe.img_size)
     data = load_dataset(cfg.data, img_size, cfg.val_split, cfg.seed)
     model = build_model(cfg, data.num_classes, data.in_chans)
-    train_loader = Loader(data, data.train, cfg.batch_size, cfg.seed, True, jax.process_index(),
-                          jax.process_count(), cfg.crop_scale, cfg.hflip, cfg.shift)
-    test_loader = Loader(data, data.test, cfg.batch_size, cfg.seed, False, jax.process_index(), jax.process_count())
-    steps_per_epoch = train_loader.steps_per_epoch
+    inputs = build_inputs(cfg, data)
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    train_plan = BatchPlan(len(data.train), cfg.batch_size, cfg.seed, True, jax.process_index(), jax.process_count())
+    test_plan = BatchPlan(len(data.test), cfg.batch_size, cfg.seed, False, jax.process_index(), jax.process_count())
+    steps_per_epoch = train_plan.steps_per_epoch
     if steps_per_epoch == 0:
         raise ValueError(f"{len(data.train)} training images make no batch of {cfg.batch_size}")
     total_steps = cfg.epochs * steps_per_epoch
@@ -251,39 +328,61 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         raise ValueError(f"batch size {cfg.batch_size} does not split over {jax.device_count()} devices")
     state = jax.device_put(create_train_state(initial_params(cfg, model, log), tx, cfg.ema_decay > 0), replicated)
 
+    # What the saved iterator state must match on resume (the batches are a function of these).
+    identity = dict(seed=cfg.seed, batch_size=cfg.batch_size, train_examples=len(data.train),
+                    train_source=source_fingerprint(data.train))
     manager = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep, enable_async_checkpointing=False, create=True))
     start = 0
     if cfg.resume and manager.latest_step() is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
-        start = int(state.step)
+        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        check_state(restored.data, identity)
+        state, start = restored.state, int(restored.data["next_step"])
+        if start != int(state.step):
+            raise ValueError(f"checkpoint {manager.latest_step()}: iterator at step {start}, state at {int(state.step)}")
         log(f"resumed from step {start} (epoch {start / steps_per_epoch:.2f}) in {out / 'checkpoints'}")
     if main_process:
         (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
 
     key = jax.random.PRNGKey(cfg.seed)
+    options = swin_jax.compiler_options(model)
     step_fn = jax.jit(
-        lambda s, b, m: train_step(s, b, m, model=model, tx=tx, schedule=schedule, key=key,
-                                   ema_decay=cfg.ema_decay, accum_steps=cfg.accum_steps),
+        lambda s, b, m: train_step(s, b, m, model=model, tx=tx, schedule=schedule, key=key, ema_decay=cfg.ema_decay,
+                                   accum_steps=cfg.accum_steps, label_smoothing=cfg.label_smoothing,
+                                   mean=inputs.mean, std=inputs.std, erase=inputs.erase),
         in_shardings=(replicated, sharded, replicated), out_shardings=(replicated, replicated), donate_argnums=0,
-        compiler_options=swin_jax.compiler_options(model))
-    eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model), in_shardings=(replicated, sharded),
-                      out_shardings=replicated, compiler_options=swin_jax.compiler_options(model))
+        compiler_options=options)
+    eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model, mean=inputs.mean, std=inputs.std),
+                      in_shardings=(replicated, sharded), out_shardings=replicated, compiler_options=options)
 
-    def to_global(**arrays: np.ndarray) -> dict:
-        return {k: jax.make_array_from_process_local_data(sharded, v) for k, v in arrays.items()}
+    def to_device(host: dict) -> dict:
+        """This process's numpy batch -> global arrays sharded over the devices of every process."""
+        names = dict(image="images", label="labels", weight="weights", **({"erase": "erase"} if inputs.erase else {}))
+        return {new: jax.make_array_from_process_local_data(sharded, host[old]) for old, new in names.items()}
+
+    skipped_files: dict[int, int] = {}  # training example index -> times replaced by the next file
+
+    def note_skipped(indices: list[int], split: Any) -> None:
+        for i in indices:
+            if i not in skipped_files:
+                bar.write(f"skipped unreadable image {split.files[i]}")
+            skipped_files[i] = skipped_files.get(i, 0) + 1
 
     compiled_eval: list[Any] = []  # eval_fn, compiled at the first evaluation
 
     def evaluate(params: Any) -> tuple[float, float, int]:
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-        for images, labels, weights in test_loader.epoch(0):
-            batch = to_global(images=images, labels=labels, weights=weights)
-            if not compiled_eval:
-                compiled_eval.append(compile_then_trim(eval_fn, params, batch))
-            result = compiled_eval[0](params, batch)
-            totals = {k: totals[k] + float(result[k]) for k in totals}
+        host = host_batches(data.test, test_plan, inputs.test_transform, 0, test_plan.steps_per_epoch, workers,
+                            cfg.on_bad_image)
+        with Batches(host, 0, test_plan.steps_per_epoch, to_device) as batches:
+            for _, batch, skipped in batches:
+                note_skipped(skipped, data.test)
+                if not compiled_eval:
+                    compiled_eval.append(compile_then_trim(eval_fn, params, batch))
+                result = compiled_eval[0](params, batch)
+                totals = {k: totals[k] + float(result[k]) for k in totals}
         return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"], int(totals["correct"])
 
     metrics_log = MetricsLog(out / "metrics.csv", start, write=main_process)
@@ -292,58 +391,67 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     losses, window_start, seen = [], time.time(), 0
     run_start = time.time()
     best = (0.0, 0)
-    for step in range(start, total_steps):
-        images, labels, _ = train_loader.batch(step)
-        batch = to_global(images=images, targets=soft_targets(labels, data.num_classes, cfg.label_smoothing))
-        mix = mix_parameters(step, cfg.seed, img_size, cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob)
-        if step == start:
-            step_fn = compile_then_trim(step_fn, state, batch, mix)
-        state, metrics = step_fn(state, batch, mix)
-        loss = float(metrics["loss"])
-        if not math.isfinite(loss):
-            bar.close()
-            last = manager.latest_step()
-            raise TrainingDiverged(
-                f"loss is {loss} at step {step} (epoch {step // steps_per_epoch}); stopped without saving. "
-                f"Last good checkpoint: {'none' if last is None else f'step {last}'} in {out / 'checkpoints'}; "
-                f"resume from it (--resume) with a lower --lr or a --clip-grad")
-        losses.append(loss)
-        seen += cfg.batch_size
-        bar.update(1)
-        bar.set_postfix(epoch=step // steps_per_epoch, loss=f"{loss:.4f}", lr=f"{float(metrics['lr']):.2e}",
-                        img_s=f"{seen / max(time.time() - window_start, 1e-9):.0f}")
-        done = step + 1
-        epoch_end = done % steps_per_epoch == 0 or done == total_steps
-        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or (not cfg.ckpt_every and epoch_end):
-            manager.save(done, args=ocp.args.StandardSave(state))
-        if epoch_end:
-            eval_params = state.ema_params if cfg.ema_decay > 0 else state.params
-            test_loss, test_acc, _ = evaluate(eval_params)
-            epoch = done / steps_per_epoch
-            best = max(best, (test_acc, round(epoch)))
-            metrics_log.add(epoch=f"{epoch:.3g}", step=done, train_loss=f"{np.mean(losses):.5f}",
-                            test_loss=f"{test_loss:.5f}", test_acc=f"{test_acc:.5f}", lr=f"{float(metrics['lr']):.3e}",
-                            seconds=f"{time.time() - run_start:.1f}",
-                            img_per_s=f"{seen / max(time.time() - window_start, 1e-9):.1f}")
-            if main_process:
-                plot_curves(metrics_log.rows, out / "curves.png")
-            bar.write(f"epoch {epoch:.3g}: train loss {np.mean(losses):.4f}, test loss {test_loss:.4f}, "
-                      f"test accuracy {100 * test_acc:.2f}%") if main_process else None
-            losses, window_start, seen = [], time.time(), 0
+    host = host_batches(data.train, train_plan, inputs.train_transform, start, total_steps, workers, cfg.on_bad_image)
+    batches = Batches(host, start, total_steps, to_device, identity)
+    try:
+        for step, batch, skipped in batches:
+            note_skipped(skipped, data.train)
+            mix = mix_parameters(step, cfg.seed, img_size, cfg.mixup, cfg.cutmix, cfg.mixup_switch_prob)
+            if step == start:
+                step_fn = compile_then_trim(step_fn, state, batch, mix)
+            state, metrics = step_fn(state, batch, mix)
+            loss = float(metrics["loss"])
+            if not math.isfinite(loss):
+                bar.close()
+                last = manager.latest_step()
+                raise TrainingDiverged(
+                    f"loss is {loss} at step {step} (epoch {step // steps_per_epoch}); stopped without saving. "
+                    f"Last good checkpoint: {'none' if last is None else f'step {last}'} in {out / 'checkpoints'}; "
+                    f"resume from it (--resume) with a lower --lr or a --clip-grad")
+            losses.append(loss)
+            seen += cfg.batch_size
+            bar.update(1)
+            bar.set_postfix(epoch=step // steps_per_epoch, loss=f"{loss:.4f}", lr=f"{float(metrics['lr']):.2e}",
+                            img_s=f"{seen / max(time.time() - window_start, 1e-9):.0f}")
+            done = step + 1
+            epoch_end = done % steps_per_epoch == 0 or done == total_steps
+            if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or (not cfg.ckpt_every and epoch_end):
+                manager.save(done, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                           data=ocp.args.JsonSave(batches.get_state())))
+            if epoch_end:
+                eval_params = state.ema_params if cfg.ema_decay > 0 else state.params
+                test_loss, test_acc, _ = evaluate(eval_params)
+                epoch = done / steps_per_epoch
+                best = max(best, (test_acc, round(epoch)))
+                metrics_log.add(epoch=f"{epoch:.3g}", step=done, train_loss=f"{np.mean(losses):.5f}",
+                                test_loss=f"{test_loss:.5f}", test_acc=f"{test_acc:.5f}",
+                                lr=f"{float(metrics['lr']):.3e}", seconds=f"{time.time() - run_start:.1f}",
+                                img_per_s=f"{seen / max(time.time() - window_start, 1e-9):.1f}")
+                if main_process:
+                    plot_curves(metrics_log.rows, out / "curves.png")
+                bar.write(f"epoch {epoch:.3g}: train loss {np.mean(losses):.4f}, test loss {test_loss:.4f}, "
+                          f"test accuracy {100 * test_acc:.2f}%") if main_process else None
+                losses, window_start, seen = [], time.time(), 0
+    finally:
+        batches.close()
     bar.close()
     if manager.latest_step() != int(state.step):
-        manager.save(int(state.step), args=ocp.args.StandardSave(state), force=True)
+        manager.save(int(state.step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                              data=ocp.args.JsonSave(batches.get_state())), force=True)
     manager.wait_until_finished()
 
     final_params = state.ema_params if cfg.ema_decay > 0 else state.params
     test_loss, test_acc, correct = evaluate(final_params)
     result = dict(steps=int(state.step), test_loss=test_loss, test_acc=test_acc, correct=correct,
-                  total=len(data.test), seconds=time.time() - run_start, out_dir=str(out))
+                  total=len(data.test), seconds=time.time() - run_start, out_dir=str(out),
+                  skipped_images=sum(skipped_files.values()))
     summary = (f"done: {int(state.step)} steps ({int(state.step) / steps_per_epoch:.3g} epochs) in "
                f"{result['seconds']:.0f}s; JAX test accuracy {100 * test_acc:.2f}% ({correct}/{len(data.test)})")
+    if skipped_files:
+        summary += f"; {len(skipped_files)} unreadable image file(s) skipped {sum(skipped_files.values())} time(s)"
     if cfg.export and main_process:
         weights = swin_jax.save_checkpoint(model, jax.device_get(final_params), out / "model.safetensors", "timm")
-        torch_correct = torch_accuracy(cfg, model, weights, data)
+        torch_correct = torch_accuracy(cfg, model, weights, data, inputs)
         result.update(weights=str(weights), torch_correct=torch_correct)
         if torch_correct is None:
             summary += f"; exported {weights} (torch not installed: PyTorch check skipped)"

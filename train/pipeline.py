@@ -1,0 +1,328 @@
+"""The input pipeline: grain over a random-access source, decoding and augmentation in worker
+processes, batches put on the devices ahead of the step.
+
+What fills each slot of each batch is a pure function of (seed, step, position in the global
+batch): the epoch order is a permutation seeded by (seed, epoch), and every random choice of an
+image's augmentation comes from a generator seeded by (seed, 1, step, position). So the batches
+do not depend on the worker count or on how many processes share the global batch, and a run
+resumed at step s sees exactly the batches an uninterrupted run sees from s on.
+
+Images leave the workers as uint8 (4x less to move than float32); normalisation and random
+erasing's noise happen on the device (`prepare_images`), as timm's prefetching loader does them
+on the GPU.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Union
+
+import numpy as np
+
+from train.data import ArraySplit, FileSplit, shift_image
+
+ON_BAD_IMAGE = ("error", "skip")
+MAX_SKIPS = 64  # unreadable files in a row before a skip becomes an error
+
+
+def default_workers() -> int:
+    """CPU count - 1 (one core for the training process), at least 0."""
+    return max((os.cpu_count() or 1) - 1, 0)
+
+
+class BadImageError(ValueError):
+    """A file in the data folder cannot be decoded (corrupt, truncated, not an image)."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read image {path}: {reason} (use --on-bad-image skip to skip such files)")
+        self.path, self.reason = path, reason
+
+    def __reduce__(self) -> tuple:  # raised in a worker process, re-raised in the trainer
+        return BadImageError, (self.path, self.reason)
+
+
+# ----- which example and which seed fill each slot
+
+
+@functools.lru_cache(maxsize=2)
+def epoch_order(seed: int, epoch: int, n: int) -> np.ndarray:
+    """The example order of one training epoch (cached: every slot of an epoch asks for it)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The global batches of one split, and this process's share of them.
+
+    Training: `n // batch_size` full batches per epoch in a per-epoch permutation. Evaluation:
+    every example once in order, the last batch padded (padding slots have weight 0)."""
+
+    num_examples: int
+    batch_size: int  # global, over all processes
+    seed: int
+    train: bool
+    process_index: int = 0
+    process_count: int = 1
+
+    def __post_init__(self) -> None:
+        if self.batch_size % self.process_count:
+            raise ValueError(f"batch size {self.batch_size} does not split over {self.process_count} processes")
+
+    @property
+    def per_process(self) -> int:
+        return self.batch_size // self.process_count
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = self.num_examples
+        return n // self.batch_size if self.train else -(-n // self.batch_size)
+
+    def position(self, local: int) -> int:
+        """Global position of this process's `local`-th slot of a batch."""
+        return self.process_index * self.per_process + local
+
+    def example(self, step: int, position: int) -> int:
+        """The example at `position` of global batch `step`; -1 for an evaluation padding slot."""
+        if self.train:
+            epoch, within = divmod(step, self.steps_per_epoch)
+            return int(epoch_order(self.seed, epoch, self.num_examples)[within * self.batch_size + position])
+        index = step * self.batch_size + position
+        return index if index < self.num_examples else -1
+
+
+# ----- per-example work (runs in the workers)
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """timm's evaluation transform: shorter side to size / crop_pct, center crop; uint8 out."""
+
+    img_size: tuple[int, int]
+    crop_pct: float = 0.9
+    interpolation: str = "bicubic"
+
+    def __call__(self, img: Any, rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
+        from train.transforms import eval_transform
+
+        return eval_transform(img, self.img_size, self.crop_pct, self.interpolation), NO_ERASE
+
+
+@dataclass(frozen=True)
+class ShiftTransform:
+    """In-memory images (digits): a random translation of up to `shift` pixels when training."""
+
+    shift: int = 0
+
+    def __call__(self, image: np.ndarray, rng: Optional[np.random.Generator]) -> tuple[np.ndarray, np.ndarray]:
+        if rng is not None and self.shift:
+            image = shift_image(image, *rng.integers(-self.shift, self.shift + 1, size=2))
+        return image, NO_ERASE
+
+
+NO_ERASE = np.zeros(4, np.int32)  # an empty erasing box [top, bottom, left, right]
+
+
+def read_image(path: str) -> Any:
+    """An RGB PIL image, fully decoded (so a truncated file fails here, not later)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+@dataclass(frozen=True)
+class LoadExample:
+    """grain's map function: flat slot index of this process -> one example of a batch.
+
+    The element carries the image, its label, the random-erasing box (applied on the device),
+    a weight (0 for evaluation padding and skipped evaluation images) and the index of a file
+    that could not be read in its place (-1 if none)."""
+
+    split: Union[FileSplit, ArraySplit]
+    plan: BatchPlan
+    transform: Callable[[Any, Optional[np.random.Generator]], tuple[np.ndarray, np.ndarray]]
+    start_step: int = 0
+    on_bad_image: str = "error"
+
+    def __call__(self, slot: int) -> dict[str, np.ndarray]:
+        plan = self.plan
+        step = self.start_step + slot // plan.per_process
+        position = plan.position(slot % plan.per_process)
+        index = plan.example(step, position)
+        weight = np.float32(1.0)
+        if index < 0:  # evaluation padding: any example, weight 0
+            index, weight = 0, np.float32(0.0)
+        rng = np.random.default_rng([plan.seed, 1, step, position]) if plan.train else None
+        if isinstance(self.split, ArraySplit):
+            image, erase = self.transform(self.split.images[index], rng)
+            return dict(image=image, label=np.int32(self.split.labels[index]), erase=erase, weight=weight,
+                        skipped=np.int32(-1))
+        skipped = -1
+        for attempt in range(MAX_SKIPS + 1):
+            path = self.split.files[index]
+            try:
+                img = read_image(path)
+                break
+            except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
+                reason = f"{type(err).__name__}: {err}"
+                if self.on_bad_image != "skip" or attempt == MAX_SKIPS:
+                    raise BadImageError(path, reason) from None
+                skipped = index if skipped < 0 else skipped
+                if not plan.train:  # evaluation: the slot stays, black and with weight 0
+                    from PIL import Image
+
+                    img, weight = Image.new("RGB", (64, 64)), np.float32(0.0)
+                    break
+                index = (index + 1) % len(self.split)  # training: the next file takes the slot
+        image, erase = self.transform(img, rng)
+        return dict(image=image, label=np.int32(self.split.labels[index]), erase=erase, weight=weight,
+                    skipped=np.int32(skipped))
+
+
+# ----- grain
+
+
+def _absl_flags_parsed() -> None:
+    """grain reads absl flags in its worker machinery; a program that never ran absl's app has
+    not parsed them, so mark them parsed with their defaults."""
+    from absl import flags
+
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
+
+
+def _exit_with_parent(worker_index: int, worker_count: int) -> None:
+    """grain's worker_init_fn: end this worker when the training process is gone. A trainer
+    killed with kill -9 cannot stop its workers, and they would otherwise wait forever."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def host_batches(split: Union[FileSplit, ArraySplit], plan: BatchPlan, transform: Callable, start_step: int,
+                 stop_step: int, workers: int, on_bad_image: str = "error", buffer: int = 2) -> Any:
+    """A grain iterator of this process's batches for steps [start_step, stop_step): numpy dicts
+    with `image`, `label`, `erase`, `weight`, `skipped`. `workers` processes decode and augment
+    whole batches (worker k makes batches k, k + workers, ...); 0 does it in this process."""
+    import grain
+
+    if on_bad_image not in ON_BAD_IMAGE:
+        raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
+    fn = LoadExample(split, plan, transform, start_step, on_bad_image)
+    slots = max(stop_step - start_step, 0) * plan.per_process
+    dataset = grain.MapDataset.range(slots).map(fn).batch(plan.per_process, drop_remainder=True)
+    # no read threads: the workers are the parallelism (threads would fight them for the cores)
+    iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    if workers > 0:
+        _absl_flags_parsed()
+        iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                                      per_worker_buffer_size=buffer),
+                                        worker_init_fn=_exit_with_parent)
+    return iter(iterable)
+
+
+def source_fingerprint(split: Union[FileSplit, ArraySplit]) -> str:
+    """A short hash of what a split holds (file names and labels, or array bytes), saved with
+    the iterator state so a resume on other data is refused."""
+    digest = hashlib.sha1()
+    if isinstance(split, FileSplit):
+        for f, label in zip(split.files, split.labels):
+            digest.update(f"{f}\0{label}\n".encode())
+    else:
+        digest.update(np.ascontiguousarray(split.images).tobytes())
+        digest.update(np.asarray(split.labels).tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ----- ahead of the step, onto the devices
+
+
+@dataclass
+class Batches:
+    """Device batches for steps [start, stop), built ahead of the step in a background thread:
+    while the device runs step s, the thread takes batch s+1 from the grain workers and starts
+    its transfer (`to_device`). `next()` returns (step, device arrays, skipped file indices).
+
+    `get_state()` is the iterator state saved with each checkpoint: the next step to be
+    consumed and what identifies the data; `check_state` refuses a resume on other data."""
+
+    host: Iterator[dict]
+    start: int
+    stop: int
+    to_device: Callable[[dict], dict]
+    identity: dict = field(default_factory=dict)
+    ahead: int = 2
+
+    def __post_init__(self) -> None:
+        self.next_step = self.start
+        self._queue: queue.Queue = queue.Queue(maxsize=self.ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._fill, daemon=True, name="device-prefetch")
+        self._thread.start()
+
+    def _put(self, item: Any) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self) -> None:
+        try:
+            for step in range(self.start, self.stop):
+                host = next(self.host)
+                skipped = [int(i) for i in host.pop("skipped") if i >= 0]
+                if not self._put((step, self.to_device(host), skipped)):
+                    return
+        except BaseException as err:  # handed to the consumer, raised there
+            self._put(err)
+
+    def __iter__(self) -> "Batches":
+        return self
+
+    def __next__(self) -> tuple[int, dict, list[int]]:
+        if self.next_step >= self.stop:
+            raise StopIteration
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self.close()
+            raise item
+        self.next_step = item[0] + 1
+        return item
+
+    def get_state(self) -> dict:
+        return {"next_step": self.next_step, **self.identity}
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        close = getattr(self.host, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "Batches":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def check_state(saved: dict, identity: dict) -> None:
+    """Refuse to resume when the data, seed or batch size differ from the checkpoint's."""
+    changed = [k for k in identity if k in saved and saved[k] != identity[k]]
+    if changed:
+        detail = ", ".join(f"{k}: {saved[k]!r} then, {identity[k]!r} now" for k in changed)
+        raise ValueError(f"the checkpoint's input pipeline does not match this run ({detail}); "
+                         f"resume with the same data, seed and batch size, or start a new --out-dir")
