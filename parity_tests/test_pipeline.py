@@ -194,6 +194,20 @@ def test_device_half_normalises_and_erases_like_timm(record):
     assert abs(erased[2].std() - 1) < 0.1 and not np.allclose(erased[0], expected[0])
 
 
+def test_data_configs_are_timms():
+    """Interpolation, crop_pct, mean and std of every name: timm's for its default weights."""
+    from timm.models import get_pretrained_cfg
+
+    import swin_jax
+
+    for name in swin_jax.list_models():
+        ours, theirs = swin_jax.get_data_config(name), get_pretrained_cfg(name)
+        assert (ours.interpolation, ours.crop_pct, ours.mean, ours.std) == \
+            (theirs.interpolation, theirs.crop_pct, tuple(theirs.mean), tuple(theirs.std)), name
+        assert theirs.crop_mode == "center" and theirs.input_size[1:] == swin_jax.get_config(name).img_size, name
+    assert swin_jax.get_data_config("vit_base_patch16_224", crop_pct=1.0, interpolation=None).crop_pct == 1.0
+
+
 # ----- swin-jax validate against timm's validation loop
 
 
