@@ -87,6 +87,21 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    # --batch, --repeats and --json default by mode: the model bench's, or the input pipeline's
+    default = lambda value, model, pipeline: value if value is not None else (pipeline if args.input else model)
+    args.input = args.input or args.train_overhead
+    batch, repeats = default(args.batch, 8, 64), default(args.repeats, 10, 5)
+    json_path = default(args.json, "bench.json", "bench_input.json")
+    if args.input:  # the training input pipeline against timm's loader (train/input_bench.py)
+        from train.input_bench import run_input_bench, table as input_table, write_json as write_input_json
+
+        report = run_input_bench(args.data, args.workers, batch, args.batches, tuple(args.img_size or (224, 224)),
+                                 args.recipe, repeats, train_overhead=args.train_overhead,
+                                 train_steps=args.train_steps, log=lambda m: print(m, file=sys.stderr))
+        print(input_table(report, markdown=args.markdown))
+        print(f"wrote {write_input_json(report, json_path)}")
+        return 0
+
     from swin_jax.bench import run_bench, table, write_json  # sets XLA_PYTHON_CLIENT_PREALLOCATE=false
 
     modes = ["forward", "train"] if args.train else ["forward"]
@@ -98,11 +113,11 @@ def _bench(args: argparse.Namespace) -> int:
             return 2
         # XLA reads bools and numbers from Python values, enums and the rest from strings
         options[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
-    report = run_bench(args.models, args.batch, tuple(args.img_size) if args.img_size else None, args.dtype, modes,
-                       args.repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr),
+    report = run_bench(args.models, batch, tuple(args.img_size) if args.img_size else None, args.dtype,
+                       modes, repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr),
                        memory=args.memory, compiler_options=options or None, plain_xla=args.plain_xla)
     print(table(report, markdown=args.markdown))
-    print(f"wrote {write_json(report, args.json)}")
+    print(f"wrote {write_json(report, json_path)}")
     return 0
 
 
@@ -170,14 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Measure swin_jax (jitted) and timm (eager; --torch-compile adds torch.compile) on the same "
                     "inputs in one process: img/s of the forward pass (and, with --train, of a full train step "
                     "with AdamW), compile time, peak memory, and model FLOPs utilisation against this machine's "
-                    "measured matmul peak. Prints a table with swin_jax / timm ratios and writes JSON.")
+                    "measured matmul peak. Prints a table with swin_jax / timm ratios and writes JSON. "
+                    "With --input: the training input pipeline (decode, augment, batch, to the device, "
+                    "normalise and erase there) against timm's create_loader, from a folder of JPEGs, with the "
+                    "same augmentation and worker count.")
     bench.add_argument("models", nargs="*", default=["swin_tiny_patch4_window7_224", "vit_small_patch16_224"])
-    bench.add_argument("--batch", type=int, default=8)
-    bench.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"))
+    bench.add_argument("--batch", type=int, help="images per batch (default 8; 64 with --input)")
+    bench.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
+                       help="image size (default: the model's; 224 224 with --input)")
     bench.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     bench.add_argument("--train", action="store_true", help="also time a full train step")
-    bench.add_argument("--repeats", type=int, default=10,
-                       help="timed rounds, each running every framework once in turn (medians are reported)")
+    bench.add_argument("--repeats", type=int,
+                       help="timed rounds, each running every framework once in turn (medians are reported; "
+                            "default 10, 5 with --input)")
     bench.add_argument("--torch-compile", action="store_true", help="also measure timm under torch.compile")
     bench.add_argument("--memory", action="store_true",
                        help="also measure each peak memory alone, in a fresh child process (slower)")
@@ -188,8 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--plain-xla", action="store_true",
                        help="compile swin_jax with XLA's default options, not "
                             "swin_jax.compiler_options(model) (what the trainer uses)")
-    bench.add_argument("--json", default="bench.json", help="where to write the results (default bench.json)")
+    bench.add_argument("--json", help="where to write the results (default bench.json; bench_input.json with --input)")
     bench.add_argument("--markdown", action="store_true", help="print the table in markdown")
+    inputs = bench.add_argument_group("input pipeline (--input)")
+    inputs.add_argument("--input", action="store_true",
+                        help="benchmark the training input pipeline against timm's create_loader (models, --dtype, "
+                             "--train, --torch-compile, --memory and --xla-option do not apply)")
+    inputs.add_argument("--data", metavar="DIR",
+                        help="an ImageFolder tree of JPEGs (default: 256 generated 500x375 JPEGs in a temporary folder)")
+    inputs.add_argument("--workers", nargs="+", type=int, default=[1, 2], metavar="K",
+                        help="worker process counts to measure, the same on both sides (default 1 2)")
+    inputs.add_argument("--batches", type=int, default=16, help="timed batches per epoch and round (default 16)")
+    inputs.add_argument("--recipe", nargs="+", choices=("basic", "full"), default=["basic", "full"],
+                        help="augmentation: basic = random resized crop (bicubic) + flip; full = + RandAugment "
+                             "rand-m9-mstd0.5-inc1, colour jitter 0.4, random erasing 0.25 (default both)")
+    inputs.add_argument("--train-overhead", action="store_true",
+                        help="also train a small Swin (batch 32) fed by the pipeline and from one batch in memory, "
+                             "at each --workers, with the last --recipe, and report the step time lost to input "
+                             "(implies --input)")
+    inputs.add_argument("--train-steps", type=int, default=6, help="timed steps per round for --train-overhead")
     bench.set_defaults(run=_bench)
 
     from train.validate import add_arguments  # argparse only: imports neither jax nor the trainer's code

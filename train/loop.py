@@ -25,7 +25,7 @@ import swin_jax
 from train.config import TrainConfig
 from train.data import ArraySplit, Dataset, load_dataset, mix_parameters
 from train.pipeline import (BatchPlan, Batches, EvalTransform, ShiftTransform, check_state, default_workers,
-                            host_batches, source_fingerprint)
+                            host_batches, source_fingerprint, to_global)
 from train.optim import lr_schedule, make_optimizer
 
 
@@ -66,35 +66,37 @@ def soft_targets(labels: jax.Array, num_classes: int, smoothing: float) -> jax.A
     return jnp.where(hit, jnp.float32(1.0 - smoothing + off), jnp.float32(off))
 
 
-def prepare_images(images: jax.Array, erase: Optional[jax.Array], key: Optional[jax.Array],
+def prepare_images(images: jax.Array, erase: Optional[jax.Array], erase_noise: Optional[jax.Array],
                    mean: Sequence[float], std: Sequence[float]) -> jax.Array:
     """The device half of the input pipeline. uint8 images (from files) are normalised as timm's
     ToTensor + Normalize do, `(x / 255 - mean) / std` in float32; float images (in memory) are
     already normalised. With `erase` ([B, 4] boxes top, bottom, left, right; empty when none),
-    random erasing in timm's pixel mode: the box is filled with N(0, 1) noise drawn from `key`
-    folded with the image's position in the global batch."""
+    random erasing in timm's pixel mode: the box is filled with its noise from `erase_noise`
+    ([B, capacity * C], the box's values row-major first, drawn in the workers)."""
     if images.dtype == jnp.uint8:
         images = (images.astype(jnp.float32) / 255.0 - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
     if erase is None:
         return images
-    keys = jax.vmap(lambda p: jax.random.fold_in(key, p))(jnp.arange(images.shape[0]))
-    noise = jax.vmap(lambda k: jax.random.normal(k, images.shape[1:], images.dtype))(keys)
-    h, w = images.shape[1:3]
-    rows, cols = jnp.arange(h)[None, :, None, None], jnp.arange(w)[None, None, :, None]
-    box = erase[:, :, None, None, None]
-    inside = (rows >= box[:, 0]) & (rows < box[:, 1]) & (cols >= box[:, 2]) & (cols < box[:, 3])
-    return jnp.where(inside, noise, images)
+    b, h, w, c = images.shape
+    top, bottom, left, right = (erase[:, i, None, None, None] for i in range(4))
+    rows, cols, chans = (jnp.arange(n).reshape(shape) for n, shape in
+                         ((h, (1, h, 1, 1)), (w, (1, 1, w, 1)), (c, (1, 1, 1, c))))
+    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
+    # where each pixel of the box finds its value in the flat buffer (a gather: only the box's
+    # values travel, and drawing a full image of noise on the device would cost more than the step's input)
+    index = jnp.where(inside, ((rows - top) * (right - left) + (cols - left)) * c + chans, 0)
+    fill = jnp.take_along_axis(erase_noise, index.reshape(b, -1), axis=1).reshape(images.shape)
+    return jnp.where(inside, fill.astype(images.dtype), images)
 
 
 def train_step(state: TrainState, batch: dict, mix: dict, *, model: Any, tx: optax.GradientTransformation,
                schedule: optax.Schedule, key: jax.Array, ema_decay: float, accum_steps: int,
-               label_smoothing: float = 0.0, mean: Sequence[float] = (0.0,), std: Sequence[float] = (1.0,),
-               erase: bool = False) -> tuple[TrainState, dict]:
-    """One batch (`images`, integer `labels`, with `erase` boxes when erasing is on): images
-    prepared on the device, mixup / cutmix, forward with dropout / drop path, soft-target
-    cross-entropy, optimizer update."""
-    erase_key = jax.random.fold_in(jax.random.fold_in(key, 1), state.step)
-    images = prepare_images(batch["images"], batch["erase"] if erase else None, erase_key, mean, std)
+               label_smoothing: float = 0.0, mean: Sequence[float] = (0.0,),
+               std: Sequence[float] = (1.0,)) -> tuple[TrainState, dict]:
+    """One batch (`images`, integer `labels`, and `erase` / `erase_noise` when random erasing is
+    on): images prepared on the device, mixup / cutmix, forward with dropout / drop path,
+    soft-target cross-entropy, optimizer update."""
+    images = prepare_images(batch["images"], batch.get("erase"), batch.get("erase_noise"), mean, std)
     targets = soft_targets(batch["labels"], model.config.num_classes, label_smoothing)
     images, targets = apply_mix(images, targets, mix)
     dropout_key = jax.random.fold_in(key, state.step)
@@ -254,7 +256,7 @@ class Inputs:
     test_transform: Any
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    erase: bool  # random erasing boxes come with the batches
+    erase_capacity: int  # > 0: random erasing boxes and noise come with the training batches
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         """The host version of `prepare_images` without erasing (for the PyTorch check)."""
@@ -269,15 +271,15 @@ def build_inputs(cfg: TrainConfig, data: Dataset) -> Inputs:
     flip, RandAugment or colour jitter, erasing boxes) and timm's evaluation transform, with the
     model's interpolation, crop_pct, mean and std (`--crop-pct`, `--interpolation` override)."""
     if isinstance(data.train, ArraySplit):
-        return Inputs(ShiftTransform(cfg.shift), ShiftTransform(0), (0.0,), (1.0,), erase=False)
-    from train.transforms import TrainTransform
+        return Inputs(ShiftTransform(cfg.shift), ShiftTransform(0), (0.0,), (1.0,), erase_capacity=0)
+    from train.transforms import TrainTransform, erasing_capacity
 
     d = swin_jax.get_data_config(cfg.model, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
     train_tf = TrainTransform(data.img_size, scale=(cfg.crop_scale, 1.0), interpolation=cfg.train_interpolation,
                               hflip=cfg.hflip, color_jitter=cfg.color_jitter or None, auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
                               mean=d.mean, re_prob=cfg.reprob)
     return Inputs(train_tf, EvalTransform(data.img_size, d.crop_pct, d.interpolation), d.mean, d.std,
-                  erase=cfg.reprob > 0)
+                  erase_capacity=erasing_capacity(*data.img_size) if cfg.reprob > 0 else 0)
 
 
 # ----- the run
@@ -351,24 +353,22 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     step_fn = jax.jit(
         lambda s, b, m: train_step(s, b, m, model=model, tx=tx, schedule=schedule, key=key, ema_decay=cfg.ema_decay,
                                    accum_steps=cfg.accum_steps, label_smoothing=cfg.label_smoothing,
-                                   mean=inputs.mean, std=inputs.std, erase=inputs.erase),
+                                   mean=inputs.mean, std=inputs.std),
         in_shardings=(replicated, sharded, replicated), out_shardings=(replicated, replicated), donate_argnums=0,
         compiler_options=options)
     eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model, mean=inputs.mean, std=inputs.std),
                       in_shardings=(replicated, sharded), out_shardings=replicated, compiler_options=options)
 
     def to_device(host: dict) -> dict:
-        """This process's numpy batch -> global arrays sharded over the devices of every process."""
-        names = dict(image="images", label="labels", weight="weights", **({"erase": "erase"} if inputs.erase else {}))
-        return {new: jax.make_array_from_process_local_data(sharded, host[old]) for old, new in names.items()}
+        return to_global(host, sharded)
 
-    skipped_files: dict[int, int] = {}  # training example index -> times replaced by the next file
+    skipped_files: dict[str, int] = {}  # unreadable file -> times skipped
 
     def note_skipped(indices: list[int], split: Any) -> None:
-        for i in indices:
-            if i not in skipped_files:
-                bar.write(f"skipped unreadable image {split.files[i]}")
-            skipped_files[i] = skipped_files.get(i, 0) + 1
+        for path in (split.files[i] for i in indices):
+            if path not in skipped_files:
+                bar.write(f"skipped unreadable image {path}")
+            skipped_files[path] = skipped_files.get(path, 0) + 1
 
     compiled_eval: list[Any] = []  # eval_fn, compiled at the first evaluation
 
@@ -391,7 +391,8 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     losses, window_start, seen = [], time.time(), 0
     run_start = time.time()
     best = (0.0, 0)
-    host = host_batches(data.train, train_plan, inputs.train_transform, start, total_steps, workers, cfg.on_bad_image)
+    host = host_batches(data.train, train_plan, inputs.train_transform, start, total_steps, workers, cfg.on_bad_image,
+                        erase_capacity=inputs.erase_capacity)
     batches = Batches(host, start, total_steps, to_device, identity)
     try:
         for step, batch, skipped in batches:

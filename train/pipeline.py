@@ -7,9 +7,10 @@ image's augmentation comes from a generator seeded by (seed, 1, step, position).
 do not depend on the worker count or on how many processes share the global batch, and a run
 resumed at step s sees exactly the batches an uninterrupted run sees from s on.
 
-Images leave the workers as uint8 (4x less to move than float32); normalisation and random
-erasing's noise happen on the device (`prepare_images`), as timm's prefetching loader does them
-on the GPU.
+Images leave the workers as uint8 (4x less to move than float32) and are normalised on the
+device (`train.loop.prepare_images`), as timm's prefetching loader does on the GPU. Random
+erasing's box and its noise are drawn in the workers (only the box's values, in a flat buffer);
+the device writes them into the normalised image.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, Union
 
 import numpy as np
 
@@ -132,22 +133,25 @@ def read_image(path: str) -> Any:
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.convert("RGB")
+        im.load()
+        return im if im.mode == "RGB" else im.convert("RGB")  # convert would copy an RGB image
 
 
 @dataclass(frozen=True)
 class LoadExample:
     """grain's map function: flat slot index of this process -> one example of a batch.
 
-    The element carries the image, its label, the random-erasing box (applied on the device),
-    a weight (0 for evaluation padding and skipped evaluation images) and the index of a file
-    that could not be read in its place (-1 if none)."""
+    The element carries the image, its label, a weight (0 for evaluation padding and skipped
+    evaluation images) and the index of a file that could not be read in its place (-1 if
+    none); with `erase_capacity` > 0 also the random-erasing box and its noise (see
+    `train.transforms.erasing_noise`), which the device writes into the normalised image."""
 
     split: Union[FileSplit, ArraySplit]
     plan: BatchPlan
     transform: Callable[[Any, Optional[np.random.Generator]], tuple[np.ndarray, np.ndarray]]
     start_step: int = 0
     on_bad_image: str = "error"
+    erase_capacity: int = 0  # pixels of the largest erasing box; 0: no erasing
 
     def __call__(self, slot: int) -> dict[str, np.ndarray]:
         plan = self.plan
@@ -159,9 +163,8 @@ class LoadExample:
             index, weight = 0, np.float32(0.0)
         rng = np.random.default_rng([plan.seed, 1, step, position]) if plan.train else None
         if isinstance(self.split, ArraySplit):
-            image, erase = self.transform(self.split.images[index], rng)
-            return dict(image=image, label=np.int32(self.split.labels[index]), erase=erase, weight=weight,
-                        skipped=np.int32(-1))
+            image, _ = self.transform(self.split.images[index], rng)
+            return dict(image=image, label=np.int32(self.split.labels[index]), weight=weight, skipped=np.int32(-1))
         skipped = -1
         for attempt in range(MAX_SKIPS + 1):
             path = self.split.files[index]
@@ -180,8 +183,33 @@ class LoadExample:
                     break
                 index = (index + 1) % len(self.split)  # training: the next file takes the slot
         image, erase = self.transform(img, rng)
-        return dict(image=image, label=np.int32(self.split.labels[index]), erase=erase, weight=weight,
-                    skipped=np.int32(skipped))
+        element = dict(image=image, label=np.int32(self.split.labels[index]), weight=weight, skipped=np.int32(skipped))
+        if self.erase_capacity:
+            from train.transforms import erasing_noise
+
+            element.update(erase=erase, erase_noise=erasing_noise(erase, image.shape[-1], rng))
+        return element
+
+
+@dataclass(frozen=True)
+class Collate:
+    """grain's batch function: stack the fixed-size arrays of the elements; pack each image's
+    erasing noise (only its box's values) at the start of its row of a [B, capacity * C]
+    float32 array, zeros after, so the device batch has one shape whatever the boxes."""
+
+    erase_capacity: int = 0
+
+    def __call__(self, elements: Sequence[dict]) -> dict[str, np.ndarray]:
+        batch = {k: np.stack([e[k] for e in elements]) for k in elements[0] if k != "erase_noise"}
+        if "erase_noise" in elements[0]:
+            channels = batch["image"].shape[-1]
+            noise = np.zeros((len(elements), self.erase_capacity * channels), np.float32)
+            for row, e in zip(noise, elements):
+                if len(e["erase_noise"]) > len(row):
+                    raise ValueError(f"erasing box {list(e['erase'])} is larger than the capacity {self.erase_capacity}")
+                row[:len(e["erase_noise"])] = e["erase_noise"]
+            batch["erase_noise"] = noise
+        return batch
 
 
 # ----- grain
@@ -210,17 +238,20 @@ def _exit_with_parent(worker_index: int, worker_count: int) -> None:
 
 
 def host_batches(split: Union[FileSplit, ArraySplit], plan: BatchPlan, transform: Callable, start_step: int,
-                 stop_step: int, workers: int, on_bad_image: str = "error", buffer: int = 2) -> Any:
+                 stop_step: int, workers: int, on_bad_image: str = "error", buffer: int = 2,
+                 erase_capacity: int = 0) -> Any:
     """A grain iterator of this process's batches for steps [start_step, stop_step): numpy dicts
-    with `image`, `label`, `erase`, `weight`, `skipped`. `workers` processes decode and augment
-    whole batches (worker k makes batches k, k + workers, ...); 0 does it in this process."""
+    with `image`, `label`, `weight`, `skipped` (and `erase`, `erase_noise` with an
+    `erase_capacity`). `workers` processes decode and augment whole batches (worker k makes
+    batches k, k + workers, ...); 0 does it in this process."""
     import grain
 
     if on_bad_image not in ON_BAD_IMAGE:
         raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
-    fn = LoadExample(split, plan, transform, start_step, on_bad_image)
+    fn = LoadExample(split, plan, transform, start_step, on_bad_image, erase_capacity)
     slots = max(stop_step - start_step, 0) * plan.per_process
-    dataset = grain.MapDataset.range(slots).map(fn).batch(plan.per_process, drop_remainder=True)
+    dataset = grain.MapDataset.range(slots).map(fn).batch(plan.per_process, drop_remainder=True,
+                                                          batch_fn=Collate(erase_capacity))
     # no read threads: the workers are the parallelism (threads would fight them for the cores)
     iterable = dataset.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     if workers > 0:
@@ -245,6 +276,18 @@ def source_fingerprint(split: Union[FileSplit, ArraySplit]) -> str:
 
 
 # ----- ahead of the step, onto the devices
+
+# names of a host batch's arrays -> names of the device batch (train_step, eval_step)
+DEVICE_NAMES = dict(image="images", label="labels", weight="weights", erase="erase", erase_noise="erase_noise")
+
+
+def to_global(host: dict, sharding: Any) -> dict:
+    """This process's numpy batch -> global arrays split over the devices of every process
+    (`jax.make_array_from_process_local_data`); `skipped` stays behind (host bookkeeping)."""
+    import jax
+
+    return {DEVICE_NAMES[k]: jax.make_array_from_process_local_data(sharding, v) for k, v in host.items()
+            if k in DEVICE_NAMES}
 
 
 @dataclass

@@ -37,7 +37,7 @@ __all__ = [
     "random_resized_crop_params", "resized_crop", "hflip",
     "color_jitter_params", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
     "color_jitter", "RAND_TRANSFORMS", "RAND_INCREASING_TRANSFORMS", "augment_op", "RandAugment",
-    "erasing_box", "apply_erasing", "eval_transform", "normalize", "TrainTransform",
+    "erasing_box", "erasing_capacity", "erasing_noise", "place_erasing_noise", "apply_erasing", "eval_transform", "normalize", "TrainTransform",
 ]
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
@@ -525,6 +525,32 @@ def apply_erasing(image: np.ndarray, box: Sequence[int], noise: np.ndarray) -> n
     out = np.array(image, copy=True)
     out[top:bottom, left:right] = noise[top:bottom, left:right]
     return out
+
+
+def erasing_capacity(height: int, width: int, max_area: float = 1 / 3) -> int:
+    """Pixels one erasing box can cover at most: the area drawn is at most ``max_area * H * W``,
+    and rounding h and w (each below the image's side) adds less than ``(H + W) / 2 + 1``."""
+    return int(max_area * height * width) + (height + width) // 2 + 2
+
+
+def erasing_noise(box: Sequence[int], channels: int, rng: np.random.Generator) -> np.ndarray:
+    """The pixel-mode fill of ``box``: N(0, 1) per pixel and channel, drawn after the box as
+    timm draws it, as a flat float32 array in row-major (h, w, channels) order (empty when the
+    box is). Only the box's values are drawn and moved; the batch packs them
+    (``train.pipeline.Collate``) and the device writes them in (``train.loop.prepare_images``)."""
+    top, bottom, left, right = (int(v) for v in box)
+    return rng.standard_normal((bottom - top) * (right - left) * channels, dtype=np.float32)
+
+
+def place_erasing_noise(box: Sequence[int], buffer: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+    """Numpy reference of where ``prepare_images`` puts a box's noise (``buffer`` starts with
+    the values of ``erasing_noise``): a full-size HWC array holding them inside the box, zeros
+    elsewhere."""
+    top, bottom, left, right = (int(v) for v in box)
+    full = np.zeros(shape, np.float32)
+    full[top:bottom, left:right] = buffer[:(bottom - top) * (right - left) * shape[2]].reshape(
+        bottom - top, right - left, shape[2])
+    return full
 
 
 # --------------------------------------------------------------------------- evaluation
