@@ -111,6 +111,31 @@ def test_an_unreadable_image_is_named_through_the_workers(bad_folder):
     assert all(b["image"].shape == (4, 32, 32, 3) for b in batches)
 
 
+def test_evaluation_skips_each_unreadable_image_once(bad_folder):
+    """In evaluation a skipped file leaves its slot at weight 0, and the padding of the last
+    batch reads no file (so it never reports one)."""
+    from train.pipeline import EvalTransform
+
+    root, bad = bad_folder
+    split, _ = scan_image_folder(root)
+    plan = BatchPlan(len(split), 5, seed=0, train=False)  # 12 images: the last batch holds 3 padding slots
+    batches = list(host_batches(split, plan, EvalTransform((32, 32)), 0, plan.steps_per_epoch, 0, "skip"))
+    skipped = [split.files[i] for b in batches for i in b["skipped"] if i >= 0]
+    assert sorted(skipped) == sorted(bad)
+    assert np.concatenate([b["weight"] for b in batches]).sum() == len(split) - len(bad)
+
+
+def test_fingerprint_follows_the_data_not_its_location(folder, tmp_path):
+    import shutil
+
+    from train.pipeline import source_fingerprint
+
+    moved = shutil.copytree(folder, tmp_path / "elsewhere" / "data")
+    assert source_fingerprint(scan_image_folder(moved)[0]) == source_fingerprint(scan_image_folder(folder)[0])
+    (moved / "class0" / "img0.jpg").rename(moved / "class1" / "extra.jpg")
+    assert source_fingerprint(scan_image_folder(moved)[0]) != source_fingerprint(scan_image_folder(folder)[0])
+
+
 def _train(*args: str) -> subprocess.CompletedProcess:
     small = ["--model-arg=embed_dim=24", "--model-arg=depths=(1,1)", "--model-arg=num_heads=(1,2)",
              "--model-arg=patch_size=4", "--model-arg=window_size=4"]

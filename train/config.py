@@ -35,13 +35,13 @@ class TrainConfig:
     hflip: float = 0.5
     aa: Optional[str] = "rand-m9-mstd0.5-inc1"  # RandAugment as timm's --aa; "" or none turns it off
     color_jitter: float = 0.4  # timm's: used only without --aa (timm turns it off under RandAugment)
-    reprob: float = 0.25  # random erasing probability (timm's pixel mode, noise drawn on the device)
+    reprob: float = 0.25  # random erasing probability (timm's pixel mode; box and noise drawn in the workers)
     train_interpolation: str = "bicubic"  # of the random resized crop: bicubic, bilinear or random
     crop_pct: Optional[float] = None  # evaluation: resize to size / crop_pct, center crop (default: the model's)
     interpolation: Optional[str] = None  # evaluation resize (default: the model's)
     shift: int = 0  # random translation in pixels (in-memory data: digits)
     workers: Optional[int] = None  # decoding / augmentation processes; default CPU count - 1; 0: in-process
-    on_bad_image: str = "error"  # an unreadable image file: "error" stops, "skip" uses the next file and reports it
+    on_bad_image: str = "error"  # unreadable image: "error" stops; "skip" reports it and trains on the next file
     drop_path: float = 0.2
     ema_decay: float = 0.0  # 0 off; e.g. 0.9998
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)

@@ -338,8 +338,13 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     start = 0
     if cfg.resume and manager.latest_step() is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        try:
+            restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+        except Exception as err:  # orbax's errors name its internals, not the problem
+            raise ValueError(f"cannot resume from {out / 'checkpoints' / str(manager.latest_step())}: it does not hold "
+                             f"this run's training state and input-pipeline state ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
         check_state(restored.data, identity)
         state, start = restored.state, int(restored.data["next_step"])
         if start != int(state.step):
@@ -366,13 +371,14 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
 
     def note_skipped(indices: list[int], split: Any) -> None:
         for path in (split.files[i] for i in indices):
-            if path not in skipped_files:
+            if path not in skipped_files and main_process:  # each process counts its own share
                 bar.write(f"skipped unreadable image {path}")
             skipped_files[path] = skipped_files.get(path, 0) + 1
 
     compiled_eval: list[Any] = []  # eval_fn, compiled at the first evaluation
 
-    def evaluate(params: Any) -> tuple[float, float, int]:
+    def evaluate(params: Any) -> tuple[float, float, int, int]:
+        """(mean loss, accuracy, correct, images counted) over the readable test images."""
         totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
         host = host_batches(data.test, test_plan, inputs.test_transform, 0, test_plan.steps_per_epoch, workers,
                             cfg.on_bad_image)
@@ -383,7 +389,10 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                     compiled_eval.append(compile_then_trim(eval_fn, params, batch))
                 result = compiled_eval[0](params, batch)
                 totals = {k: totals[k] + float(result[k]) for k in totals}
-        return totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"], int(totals["correct"])
+        if totals["count"] == 0:
+            raise ValueError(f"no readable test image among the {len(data.test)} of the test split")
+        count = totals["count"]
+        return totals["loss_sum"] / count, totals["correct"] / count, int(totals["correct"]), int(count)
 
     metrics_log = MetricsLog(out / "metrics.csv", start, write=main_process)
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not main_process, dynamic_ncols=True,
@@ -421,7 +430,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                                                            data=ocp.args.JsonSave(batches.get_state())))
             if epoch_end:
                 eval_params = state.ema_params if cfg.ema_decay > 0 else state.params
-                test_loss, test_acc, _ = evaluate(eval_params)
+                test_loss, test_acc, _, _ = evaluate(eval_params)
                 epoch = done / steps_per_epoch
                 best = max(best, (test_acc, round(epoch)))
                 metrics_log.add(epoch=f"{epoch:.3g}", step=done, train_loss=f"{np.mean(losses):.5f}",
@@ -442,12 +451,12 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     manager.wait_until_finished()
 
     final_params = state.ema_params if cfg.ema_decay > 0 else state.params
-    test_loss, test_acc, correct = evaluate(final_params)
+    test_loss, test_acc, correct, counted = evaluate(final_params)
     result = dict(steps=int(state.step), test_loss=test_loss, test_acc=test_acc, correct=correct,
-                  total=len(data.test), seconds=time.time() - run_start, out_dir=str(out),
+                  total=counted, seconds=time.time() - run_start, out_dir=str(out),
                   skipped_images=sum(skipped_files.values()))
     summary = (f"done: {int(state.step)} steps ({int(state.step) / steps_per_epoch:.3g} epochs) in "
-               f"{result['seconds']:.0f}s; JAX test accuracy {100 * test_acc:.2f}% ({correct}/{len(data.test)})")
+               f"{result['seconds']:.0f}s; JAX test accuracy {100 * test_acc:.2f}% ({correct}/{counted})")
     if skipped_files:
         summary += f"; {len(skipped_files)} unreadable image file(s) skipped {sum(skipped_files.values())} time(s)"
     if cfg.export and main_process:
@@ -458,7 +467,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
             summary += f"; exported {weights} (torch not installed: PyTorch check skipped)"
         else:
             summary += (f"; exported {weights}; PyTorch (swin_torch_ref) accuracy "
-                        f"{100 * torch_correct / len(data.test):.2f}% ({torch_correct}/{len(data.test)}), "
+                        f"{100 * torch_correct / counted:.2f}% ({torch_correct}/{counted}), "
                         f"{abs(torch_correct - correct)} image(s) apart")
     log(summary)
     return result

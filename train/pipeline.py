@@ -32,8 +32,9 @@ MAX_SKIPS = 64  # unreadable files in a row before a skip becomes an error
 
 
 def default_workers() -> int:
-    """CPU count - 1 (one core for the training process), at least 0."""
-    return max((os.cpu_count() or 1) - 1, 0)
+    """The CPUs this process may use, minus one for the training process; at least 0."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(cpus - 1, 0)
 
 
 class BadImageError(ValueError):
@@ -159,14 +160,15 @@ class LoadExample:
         position = plan.position(slot % plan.per_process)
         index = plan.example(step, position)
         weight = np.float32(1.0)
-        if index < 0:  # evaluation padding: any example, weight 0
+        padding = index < 0  # evaluation padding of the last batch: a placeholder, weight 0
+        if padding:
             index, weight = 0, np.float32(0.0)
         rng = np.random.default_rng([plan.seed, 1, step, position]) if plan.train else None
         if isinstance(self.split, ArraySplit):
             image, _ = self.transform(self.split.images[index], rng)
             return dict(image=image, label=np.int32(self.split.labels[index]), weight=weight, skipped=np.int32(-1))
         skipped = -1
-        for attempt in range(MAX_SKIPS + 1):
+        for attempt in range(0 if padding else MAX_SKIPS + 1):
             path = self.split.files[index]
             try:
                 img = read_image(path)
@@ -182,6 +184,10 @@ class LoadExample:
                     img, weight = Image.new("RGB", (64, 64)), np.float32(0.0)
                     break
                 index = (index + 1) % len(self.split)  # training: the next file takes the slot
+        if padding:
+            from PIL import Image
+
+            img = Image.new("RGB", (64, 64))
         image, erase = self.transform(img, rng)
         element = dict(image=image, label=np.int32(self.split.labels[index]), weight=weight, skipped=np.int32(skipped))
         if self.erase_capacity:
@@ -266,9 +272,10 @@ def source_fingerprint(split: Union[FileSplit, ArraySplit]) -> str:
     """A short hash of what a split holds (file names and labels, or array bytes), saved with
     the iterator state so a resume on other data is refused."""
     digest = hashlib.sha1()
-    if isinstance(split, FileSplit):
+    if isinstance(split, FileSplit):  # paths below the data folder: the folder may move
+        root = os.path.commonpath(split.files)
         for f, label in zip(split.files, split.labels):
-            digest.update(f"{f}\0{label}\n".encode())
+            digest.update(f"{os.path.relpath(f, root)}\0{label}\n".encode())
     else:
         digest.update(np.ascontiguousarray(split.images).tobytes())
         digest.update(np.asarray(split.labels).tobytes())

@@ -47,6 +47,9 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     split, classes = scan_image_folder(data)
     if len(classes) > num_classes:
         raise ValueError(f"{data} has {len(classes)} class folders but the checkpoint's head has {num_classes} classes")
+    if len(classes) != num_classes:  # as timm without a class map: label i is the i-th folder
+        log(f"warning: {data} has {len(classes)} class folders and the head {num_classes} classes; "
+            f"folder i is scored as class i")
     d = swin_jax.get_data_config(model_name, crop_pct=crop_pct, interpolation=interpolation)
     size = model.config.img_size
     log(f"validating {model_name} ({num_classes} classes, {layout} layout) on {len(split)} images of {data}: "
