@@ -113,7 +113,7 @@ def test_named_configs_have_timm_parameter_counts(name, params, overrides):
 
     model = swin_jax.create_model(name, **overrides)
     count = sum(leaf.size for leaf in jax.tree.leaves(swin_jax.param_shapes(model)))
-    assert params is None or count == params  # the numbers in shared/REFERENCE.md
+    assert params is None or count == params  # the counts timm's model cards publish
     with torch.device("meta"):
         assert count == sum(p.numel() for p in timm.create_model(name, pretrained=False, **overrides).parameters())
 

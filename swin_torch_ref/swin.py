@@ -1,4 +1,4 @@
-"""Swin Transformer V1 in plain PyTorch, written from the paper and shared/REFERENCE.md.
+"""Swin Transformer V1 in plain PyTorch, written from the paper and checked against timm's model.
 
 The state_dict keys and shapes equal timm's for the same config, so a timm model loads ours
 strictly and back. Input is NCHW, as in timm. No jax here.
