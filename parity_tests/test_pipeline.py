@@ -41,12 +41,12 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _batches(split, steps: range, workers: int, process_index: int = 0, process_count: int = 1,
-             on_bad_image: str = "error", batch: int = 8) -> list[dict]:
+             on_bad_image: str = "error", batch: int = 8, size: int = 32, raw: bool = False) -> list[dict]:
     plan = BatchPlan(len(split), batch, seed=3, train=True, process_index=process_index, process_count=process_count)
-    it = host_batches(split, plan, TrainTransform((32, 32), **FULL_RECIPE), steps.start, steps.stop, workers,
-                      on_bad_image, erase_capacity=erasing_capacity(32, 32))
+    it = host_batches(split, plan, TrainTransform((size, size), **FULL_RECIPE), steps.start, steps.stop, workers,
+                      on_bad_image, erase_capacity=erasing_capacity(size, size))
     try:
-        return [{k: np.array(v) for k, v in next(it).items()} for _ in steps]
+        return [{k: v if raw else np.array(v) for k, v in next(it).items()} for _ in steps]
     finally:
         getattr(it, "close", lambda: None)()
 
@@ -75,6 +75,32 @@ def test_batches_do_not_depend_on_workers_processes_or_the_start_step(folder):
     # every image of an epoch exactly once (3 full batches of 8 from 30 images: 24 distinct)
     labels = np.concatenate([b["label"] for b in reference[:3]])
     assert len(labels) == 24
+
+
+def test_worker_batches_travel_in_shared_memory(folder, monkeypatch):
+    """At 96x96 the image and erasing-noise arrays of a batch pass SHM_MIN_BYTES: a worker builds
+    them in shared memory and grain hands them over by name (they arrive as SharedMemoryArray),
+    the small arrays travel pickled; the values equal the batches built in this process."""
+    from grain.multiprocessing import SharedMemoryArray
+
+    from train.pipeline import SHM_MIN_BYTES
+
+    split, _ = scan_image_folder(folder)
+    steps = range(0, 3)
+    reference = _batches(split, steps, workers=0, size=96)
+    received = _batches(split, steps, workers=1, size=96, raw=True)
+    for step in steps:
+        for key, value in reference[step].items():
+            assert isinstance(received[step][key], SharedMemoryArray) == (value.nbytes >= SHM_MIN_BYTES), key
+            np.testing.assert_array_equal(np.asarray(received[step][key]), value, err_msg=f"step {step}, {key}")
+    assert reference[0]["image"].nbytes >= SHM_MIN_BYTES > reference[0]["label"].nbytes
+    # in a worker, Collate stacks straight into shared memory (grain then sends it without a copy)
+    monkeypatch.setattr("train.pipeline._IN_WORKER", True)
+    elements = [dict(image=np.full((96, 96, 3), i, np.uint8), label=np.int32(i)) for i in range(8)]
+    batch = Collate()(elements)
+    assert isinstance(batch["image"], SharedMemoryArray) and not isinstance(batch["label"], SharedMemoryArray)
+    np.testing.assert_array_equal(batch["image"][:, 0, 0, 0], np.arange(8))
+    batch["image"].unlink_on_del()
 
 
 def test_evaluation_batches_cover_every_image_once_and_pad(folder):
