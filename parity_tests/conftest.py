@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 from types import SimpleNamespace
+from typing import Any, Optional
 
 os.environ["TIMM_FUSED_ATTN"] = "0"  # before timm is imported anywhere
 
@@ -17,20 +21,35 @@ torch.set_num_threads(max(1, os.cpu_count() or 1))
 FORWARD_TOL = 1e-5  # max|diff| <= 1e-5 * max(1, max|ref|), issue 2
 GRAD_TOL = 1e-4  # max|diff| / max|ref| per tensor, issue 2
 
+ROOT = Path(__file__).resolve().parents[1]
+# the programs the tests run in a fresh process
+PROGRAMS = {
+    "swin-jax": [str(Path(sys.executable).with_name("swin-jax"))],  # the installed console script
+    "train": [sys.executable, "-m", "train"],
+    "python": [sys.executable],
+}
 
-def rel_diff(reference, ours) -> float:
-    """max|ours - ref| / max(1, max|ref|)."""
+
+def run_cli(program: str, *args: Any, env: Optional[dict] = None, cwd: Path = ROOT, timeout: float = 900,
+            wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    """Run a program of PROGRAMS with `args` (str()-ed) in a fresh process, its text output
+    captured; `env` adds to this process's environment. Without `wait`, the started process,
+    its stderr merged into stdout."""
+    command = [*PROGRAMS[program], *map(str, args)]
+    env = {**os.environ, **(env or {})}
+    if not wait:
+        return subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def rel_diff(reference, ours, floor: float = 1.0) -> float:
+    """max|ours - ref| / max(floor, max|ref|). Floor 1 is the forward tolerance's measure; floor 0
+    is plainly relative per tensor (gradients, trained params), and where ref is all zero it is
+    max|ours|."""
     reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
     assert reference.shape == ours.shape, (reference.shape, ours.shape)
-    return float(np.abs(reference - ours).max() / max(1.0, np.abs(reference).max()))
-
-
-def grad_rel_diff(reference, ours) -> float:
-    """max|ours - ref| / max|ref| (relative per tensor, no floor)."""
-    reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
-    assert reference.shape == ours.shape, (reference.shape, ours.shape)
-    scale = np.abs(reference).max()
-    return float(np.abs(reference - ours).max() / scale) if scale > 0 else float(np.abs(ours).max())
+    diff, scale = np.abs(reference - ours).max(), max(floor, np.abs(reference).max())
+    return float(diff / scale) if scale > 0 else float(diff)
 
 
 def nchw_to_nhwc(x: torch.Tensor) -> np.ndarray:

@@ -1,21 +1,19 @@
 """The `swin-jax parity` command, and what imports what."""
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
 import swin_torch_ref
+from conftest import ROOT, run_cli
 
 NAME = "swin_tiny_patch4_window7_224"
 SMALL_SIZE = ["--img-size", "64", "96"]
-CLI = [str(Path(sys.executable).with_name("swin-jax"))]  # the installed console script
 
 
 def run(*args, cwd=None):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    """The installed `swin-jax` console script in a fresh process."""
+    return run_cli("swin-jax", *args, cwd=cwd or ROOT, timeout=600)
 
 
 def test_parity_cli_random_weights_prints_table_and_passes():
@@ -70,19 +68,58 @@ def test_parity_cli_bad_arguments(args, message):
 
 
 def test_python_module_entry_point():
-    result = subprocess.run([sys.executable, "-m", "swin_jax", "--help"], capture_output=True, text=True)
+    result = run_cli("python", "-m", "swin_jax", "--help")
     assert result.returncode == 0 and "parity" in result.stdout
 
 
 @pytest.mark.parametrize("module, forbidden", [
     ("swin_jax.configs", ("jax", "torch", "flax")),
     ("swin_torch_ref", ("jax", "flax")),
+    # the library never imports the trainer (the benchmark imports its step only when it runs one)
+    ("swin_jax, swin_jax.models, swin_jax.cli, swin_jax.bench, swin_jax.convert, swin_jax.checkpoint_info, "
+     "swin_jax.parity", ("train", "train.loop", "train.pipeline")),
 ])
 def test_imports_stay_light(module, forbidden):
     code = f"import sys, {module}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = run_cli("python", "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_swin_jax_modules_import_without_a_circle():
+    """The import graph of swin_jax's modules (every import, the lazy ones inside functions too,
+    read from the source) has no cycle: each module can be understood, and imported, after the
+    ones it names."""
+    import ast
+
+    package = ROOT / "swin_jax"
+    modules = {f"swin_jax.{p.stem}" for p in package.glob("*.py")}
+    graph = {}
+    for path in package.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("swin_jax"):
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+        graph[f"swin_jax.{path.stem}"] = {n for n in names if n in modules and n != f"swin_jax.{path.stem}"}
+    graph.pop("swin_jax.__init__", None)
+    seen, done = [], set()
+
+    def visit(node):
+        assert node not in seen, f"import cycle: {' -> '.join(seen[seen.index(node):] + [node])}"
+        if node in done:
+            return
+        seen.append(node)
+        for child in graph.get(node, ()):
+            visit(child)
+        seen.pop()
+        done.add(node)
+
+    for module in graph:
+        visit(module)
+    assert "swin_jax.kernels" in graph["swin_jax.layers"] and len(graph) > 10
 
 
 def test_list_models_has_timm_names():
@@ -222,13 +259,13 @@ def test_compiler_options_keep_reductions_out_of_library_fusions():
     import numpy as np
 
     import swin_jax
-    from swin_jax.compiler import CPU_OPTIONS
-    from swin_jax.layers import layer_norm
+    from swin_jax.backward import layer_norm
+    from swin_jax.kernels import CPU_WITHOUT_REDUCE_FUSIONS
 
     assert swin_jax.compiler_options(NAME, backend="gpu") == {}
     assert swin_jax.compiler_options("vit_small_patch16_224", backend="cpu") == {}
     options = swin_jax.compiler_options(swin_jax.create_model(NAME), backend="cpu")
-    assert options == swin_jax.compiler_options(NAME, backend="cpu") == CPU_OPTIONS  # this jaxlib accepts them
+    assert options == swin_jax.compiler_options(NAME, backend="cpu") == CPU_WITHOUT_REDUCE_FUSIONS  # this jaxlib accepts them
     x = jax.random.normal(jax.random.PRNGKey(0), (8, 56, 56, 96))
     scale, bias = jnp.full((96,), 1.5), jnp.full((96,), 0.5)
     lowered = jax.jit(lambda x, s, b: layer_norm(x, s, b, 1e-5, jnp.float32)).lower(x, scale, bias)
@@ -236,6 +273,20 @@ def test_compiler_options_keep_reductions_out_of_library_fusions():
     assert any(_library_fusions_with_reductions(plain.as_text()))
     assert not any(_library_fusions_with_reductions(tuned.as_text()))
     np.testing.assert_allclose(tuned(x, scale, bias), plain(x, scale, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_bench_times_the_trainers_step(monkeypatch):
+    """The swin_jax train step the bench times is the trainer's own `train.loop.train_step`
+    (with its state and optimizer), so the published ratio is the one a user gets."""
+    import train.loop
+    from swin_jax import bench
+
+    calls = []
+    real = train.loop.train_step
+    monkeypatch.setattr(train.loop, "train_step", lambda *a, **k: calls.append(sorted(k)) or real(*a, **k))
+    result = bench.bench_jax("vit_tiny_patch16_224", 2, (32, 32), "float32", train=True, repeats=1)
+    assert calls and {"model", "tx", "schedule", "ema_decay", "accum_steps"} <= set(calls[0])
+    assert result.mode == "train" and result.img_per_s > 0 and len(result.times_s) == 1
 
 
 def test_bench_times_frameworks_in_turn():
@@ -280,27 +331,26 @@ def test_bench_flop_count_and_gpu_pairing(monkeypatch):
 
 def test_bench_model_flops_write_out_fused_attention(monkeypatch):
     """The bench counts a model's FLOPs with every attention written out (a fused kernel is a
-    custom call the count would leave out) and leaves the fused-attention setting as it was."""
+    custom call the count would leave out), whatever the model's attention setting."""
     import jax.numpy as jnp
 
     import swin_jax
-    from swin_jax import bench, layers
+    from swin_jax import bench, kernels
 
     calls = []
-    real = layers.fused_self_attention
-    monkeypatch.setattr(layers, "fused_self_attention", lambda *a: calls.append(a) or real(*a))
-    table = {"cpu": "xla"}
-    monkeypatch.setattr(layers, "FUSED_ATTENTION_BY_BACKEND", table)
-    model = swin_jax.create_model("vit_tiny_patch16_224", img_size=(32, 32), dtype=jnp.bfloat16)
+    real = kernels.fused_self_attention
+    monkeypatch.setattr(kernels, "fused_self_attention", lambda *a: calls.append(a) or real(*a))
+    model = swin_jax.create_model("vit_tiny_patch16_224", img_size=(32, 32), dtype=jnp.bfloat16,
+                                  kernels=swin_jax.Kernels(attention="jax"))
     params = swin_jax.init_params(model, 0)
     x = jnp.zeros((2, 32, 32, 3))
     calls.clear()
     flops = bench._model_flops(model, params, x)
-    assert not calls and layers.FUSED_ATTENTION_BY_BACKEND is table
+    assert not calls
     tokens, dim, depth = 5, model.config.embed_dim, model.config.depth
     assert flops >= 2 * 2 * depth * (2 * tokens * tokens * dim)  # the attention's two products at least
     model.apply({"params": params}, x)
-    assert len(calls) == depth  # the model itself does run fused under this table
+    assert len(calls) == depth  # the model itself does run fused with this setting
 
 
 def test_trim_host_memory_returns_freed_heap_pages():

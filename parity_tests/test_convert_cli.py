@@ -1,6 +1,4 @@
 """`swin-jax convert` and `swin-jax inspect`, from the command line, and bad files."""
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,18 +6,14 @@ import pytest
 import torch
 import torchvision
 import transformers
-from conftest import FORWARD_TOL, rel_diff, timm_model
+from conftest import FORWARD_TOL, rel_diff, run_cli, timm_model
 from safetensors.torch import load_file, save_file
 
 import swin_jax
+from swin_jax.layouts import to_numpy
 from swin_torch_ref import randomize_parameters
 
-CLI = [str(Path(sys.executable).with_name("swin-jax"))]
 SWIN_T = "swin_tiny_patch4_window7_224"
-
-
-def run(*args):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +30,12 @@ def torchvision_swin(tmp_path_factory):
 
 def test_import_then_export_to_transformers(torchvision_swin, record):
     folder, images, logits = torchvision_swin
-    result = run("convert", folder / "swin_t.pth", folder / "swin_t.msgpack", "--model", SWIN_T)
+    result = run_cli("swin-jax", "convert", folder / "swin_t.pth", folder / "swin_t.msgpack", "--model", SWIN_T)
     assert result.returncode == 0, result.stderr
     assert "torchvision -> swin_jax params" in result.stdout and "28,288,354 parameters" in result.stdout
     assert "reading" in result.stderr and "converting" in result.stderr  # progress output
-    result = run("convert", folder / "swin_t.msgpack", folder / "swin_t_hf.safetensors", "--model", SWIN_T,
-                 "--layout", "hf")
+    result = run_cli("swin-jax", "convert", folder / "swin_t.msgpack", folder / "swin_t_hf.safetensors",
+                     "--model", SWIN_T, "--layout", "hf")
     assert result.returncode == 0, result.stderr
     hf = transformers.SwinForImageClassification(transformers.SwinConfig(
         embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000)).eval()
@@ -54,11 +48,12 @@ def test_import_then_export_to_transformers(torchvision_swin, record):
 def test_layout_to_layout_and_parity_on_the_result(torchvision_swin):
     folder, _, _ = torchvision_swin
     out = folder / "swin_t_official.safetensors"
-    result = run("convert", folder / "swin_t.pth", out, "--model", SWIN_T, "--layout", "official")
-    assert result.returncode == 0, result.stderr and "torchvision -> official" in result.stdout
+    result = run_cli("swin-jax", "convert", folder / "swin_t.pth", out, "--model", SWIN_T, "--layout", "official")
+    assert result.returncode == 0, result.stderr
+    assert "torchvision -> official" in result.stdout, result.stdout
     keys = set(load_file(out))
     assert "layers.0.downsample.reduction.weight" in keys and "head.weight" in keys
-    result = run("parity", SWIN_T, "--checkpoint", out, "--reference", "timm")
+    result = run_cli("swin-jax", "parity", SWIN_T, "--checkpoint", out, "--reference", "timm")
     assert result.returncode == 0, result.stderr
     assert "(official layout)" in result.stdout and result.stdout.splitlines()[-1].startswith("PASS")
 
@@ -67,8 +62,8 @@ def test_layout_to_layout_and_parity_on_the_result(torchvision_swin):
 def test_inspect(torchvision_swin, name, layout):
     folder, _, _ = torchvision_swin
     if not (folder / name).exists():
-        run("convert", folder / "swin_t.pth", folder / name, "--model", SWIN_T)
-    result = run("inspect", folder / name)
+        run_cli("swin-jax", "convert", folder / "swin_t.pth", folder / name, "--model", SWIN_T)
+    result = run_cli("swin-jax", "inspect", folder / name)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"layout      {layout}" in out and "family      swin" in out
@@ -81,15 +76,16 @@ def test_vit_npz_to_timm_at_another_size(tmp_path, record):
     params = swin_jax.init_params(model, 0)
     swin_jax.save_checkpoint(model, params, tmp_path / "vit.npz", layout="vit_jax")
     out = tmp_path / "vit_384.safetensors"
-    result = run("convert", tmp_path / "vit.npz", out, "--model", "vit_tiny_patch16_384")
-    assert result.returncode == 0, result.stderr and "vit_jax -> timm" in result.stdout
+    result = run_cli("swin-jax", "convert", tmp_path / "vit.npz", out, "--model", "vit_tiny_patch16_384")
+    assert result.returncode == 0, result.stderr
+    assert "vit_jax -> timm" in result.stdout, result.stdout
     theirs = timm_model("vit_tiny_patch16_384", num_classes=3)
     theirs.load_state_dict(load_file(out), strict=True)  # pos_embed resampled 14x14 -> 24x24
     from timm.layers import resample_abs_pos_embed
 
     expected = resample_abs_pos_embed(torch.from_numpy(np.array(params["pos_embed"])), new_size=(24, 24))
-    assert record("cli convert npz 224 -> timm 384, pos_embed", rel_diff(expected.numpy(),
-                                                                          theirs.pos_embed.detach().numpy())) <= FORWARD_TOL
+    diff = rel_diff(expected.numpy(), to_numpy(theirs.pos_embed))
+    assert record("cli convert npz 224 -> timm 384, pos_embed", diff) <= FORWARD_TOL
 
 
 # ----- bad files: one clear message, exit 2, OUT untouched
@@ -100,7 +96,8 @@ def _sentinel(path: Path) -> bytes:
     return path.read_bytes()
 
 
-@pytest.mark.parametrize("kind", ["truncated.safetensors", "truncated.pth", "garbage.npz", "garbage.msgpack"])
+@pytest.mark.parametrize("kind", ["truncated.safetensors", "truncated.pth", "garbage.pth", "garbage.npz",
+                                  "garbage.msgpack"])
 def test_damaged_files(torchvision_swin, tmp_path, kind):
     folder, _, _ = torchvision_swin
     source = folder / "swin_t.pth"
@@ -114,17 +111,52 @@ def test_damaged_files(torchvision_swin, tmp_path, kind):
         damaged.write_bytes(np.random.default_rng(0).bytes(50_000))
     out = tmp_path / ("out.safetensors" if kind.endswith(".msgpack") else "out.msgpack")
     before = _sentinel(out)
-    result = run("convert", damaged, out, "--model", SWIN_T)
+    result = run_cli("swin-jax", "convert", damaged, out, "--model", SWIN_T)
     assert result.returncode == 2
-    assert f"cannot read {damaged}: the file is truncated or corrupted" in result.stderr
+    what = f"{damaged} as a PyTorch checkpoint" if kind.endswith(".pth") else f"{damaged}"
+    assert f"cannot read {what}: the file is truncated or corrupted" in result.stderr, result.stderr
+    assert "weights_only" not in result.stderr, result.stderr  # torch's advice: we never load with it
     assert "Traceback" not in result.stderr and out.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files left
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage"])
+def test_damaged_pth_is_named_without_torchs_advice(torchvision_swin, tmp_path, kind):
+    """torch's own error on these files advises re-running torch.load with weights_only=False;
+    swin_jax never loads that way, so its message names the file and leaves the advice out."""
+    folder, _, _ = torchvision_swin
+    damaged = tmp_path / f"{kind}.pth"
+    whole = (folder / "swin_t.pth").read_bytes()
+    damaged.write_bytes(whole[:len(whole) // 2] if kind == "truncated" else np.random.default_rng(1).bytes(50_000))
+    message = f"cannot read {damaged} as a PyTorch checkpoint: the file is truncated or corrupted"
+    with pytest.raises(ValueError) as info:
+        swin_jax.load_checkpoint(swin_jax.create_model(SWIN_T), damaged)
+    assert message in str(info.value) and "weights_only" not in str(info.value), str(info.value)
+    assert "weights_only" not in str(info.value.__cause__ or "")  # nor in the traceback's chained error
+    result = run_cli("swin-jax", "inspect", damaged)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "weights_only" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_pth_with_more_than_tensors_says_so(tmp_path):
+    """A whole training checkpoint (here with an argparse.Namespace) is not read: its objects
+    would need weights_only=False."""
+    import argparse
+
+    path = tmp_path / "train_state.pth"
+    torch.save({"model": {"head.weight": torch.zeros(2, 2)}, "args": argparse.Namespace(lr=0.1)}, path)
+    with pytest.raises(ValueError) as info:
+        swin_jax.load_checkpoint(swin_jax.create_model(SWIN_T), path)
+    message = str(info.value)
+    assert message.startswith(f"cannot read {path} as a PyTorch checkpoint: it holds objects other than tensors")
+    assert "argparse.Namespace" in message and "save its state_dict alone" in message
+    assert "weights_only" not in message
 
 
 def test_checkpoint_of_another_model(torchvision_swin, tmp_path):
     folder, _, _ = torchvision_swin
     out = tmp_path / "out.msgpack"
-    result = run("convert", folder / "swin_t.pth", out, "--model", "swin_small_patch4_window7_224")
+    result = run_cli("swin-jax", "convert", folder / "swin_t.pth", out, "--model", "swin_small_patch4_window7_224")
     assert result.returncode == 2 and not out.exists()
     first = next(line for line in result.stderr.splitlines() if "error:" in line)
     assert "checkpoint does not match the SwinTransformer model (torchvision layout)" in first
@@ -136,13 +168,13 @@ def test_layout_that_cannot_be_detected(tmp_path):
     path = tmp_path / "odd.safetensors"
     save_file({"encoder.weight": torch.zeros(2, 2), "decoder.bias": torch.zeros(2)}, str(path))
     for args in (["inspect", path], ["convert", path, tmp_path / "o.msgpack", "--model", SWIN_T]):
-        result = run(*args)
+        result = run_cli("swin-jax", *args)
         assert result.returncode == 2 and "cannot tell the checkpoint's layout from its 2 keys" in result.stderr
     assert not (tmp_path / "o.msgpack").exists()
 
 
 def test_wrong_file_types_and_models(tmp_path):
-    result = run("convert", tmp_path / "a.ckpt", tmp_path / "b.msgpack", "--model", SWIN_T)
+    result = run_cli("swin-jax", "convert", tmp_path / "a.ckpt", tmp_path / "b.msgpack", "--model", SWIN_T)
     assert result.returncode == 2 and "unsupported file type '.ckpt'" in result.stderr
-    result = run("convert", tmp_path / "a.pth", tmp_path / "b.msgpack", "--model", "swin_tinny")
+    result = run_cli("swin-jax", "convert", tmp_path / "a.pth", tmp_path / "b.msgpack", "--model", "swin_tinny")
     assert result.returncode == 2 and "unknown model 'swin_tinny'" in result.stderr

@@ -3,9 +3,8 @@ parameter at O(1) scale; logits and every intermediate within 1e-5 * max(1, max|
 import jax.numpy as jnp
 import pytest
 import torch
+from cases import AVG, CUSTOM_200x264, SWIN_CASES, VIT_CASES
 from conftest import FORWARD_TOL, build_case, check_case, nchw_to_nhwc, rel_diff, timm_model
-from test_swin_forward import CUSTOM_200x264, SWIN_CASES
-from test_vit_forward import AVG, VIT_CASES
 
 import swin_jax
 import swin_torch_ref

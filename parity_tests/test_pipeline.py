@@ -2,13 +2,13 @@
 step, unreadable files named (skipped or an error), the device half (normalisation, erasing),
 bad folders refused, and `swin-jax validate` against timm's validation on the same weights."""
 import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 
 from train.data import load_image_folder, scan_image_folder
@@ -17,7 +17,6 @@ from train.pipeline import BadImageError, BatchPlan, Batches, Collate, check_sta
 from train.transforms import (TrainTransform, apply_erasing, erasing_box, erasing_capacity, erasing_noise, normalize,
                               place_erasing_noise)
 
-ROOT = Path(__file__).resolve().parents[1]
 FULL_RECIPE = dict(auto_augment="rand-m9-mstd0.5-inc1", force_color_jitter=True, re_prob=0.5)
 
 
@@ -163,11 +162,11 @@ def test_fingerprint_follows_the_data_not_its_location(folder, tmp_path):
 
 
 def _train(*args: str) -> subprocess.CompletedProcess:
+    """`python -m train` of a tiny Swin for one epoch."""
     small = ["--model-arg=embed_dim=24", "--model-arg=depths=(1,1)", "--model-arg=num_heads=(1,2)",
              "--model-arg=patch_size=4", "--model-arg=window_size=4"]
-    return subprocess.run([sys.executable, "-m", "train", "--model", "swin_tiny_patch4_window7_224", "--img-size",
-                           "32", "32", "--batch-size", "4", "--epochs", "1", "--no-export", *small, *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return run_cli("train", "--model", "swin_tiny_patch4_window7_224", "--img-size", "32", "32", "--batch-size", "4",
+                   "--epochs", "1", "--no-export", *small, *args)
 
 
 def test_trainer_skips_or_stops_on_an_unreadable_image(bad_folder, tmp_path):
@@ -303,11 +302,9 @@ def test_validate_equals_timm(name, args, folder, tmp_path, record):
     model_args = {k: v for k, v in args.items() if k != "num_classes"}
     if name.startswith("vit"):  # through the command line, predictions to CSV
         out = tmp_path / "pred.csv"
-        cli = subprocess.run([sys.executable, "-m", "swin_jax", "validate", name, "--checkpoint", str(weights),
-                              "--data", str(folder), "--img-size", str(size), str(size), "--workers", "1",
-                              "--batch-size", "7", "--predictions", str(out)]
-                             + [f"--model-arg={k}={v}" for k, v in model_args.items()],
-                             cwd=ROOT, capture_output=True, text=True, timeout=600)
+        cli = run_cli("swin-jax", "validate", name, "--checkpoint", weights, "--data", folder, "--img-size", size, size,
+                      "--workers", 1, "--batch-size", 7, "--predictions", out,
+                      *[f"--model-arg={k}={v}" for k, v in model_args.items()])
         assert cli.returncode == 0, cli.stderr[-2000:]
         import csv
 

@@ -1,10 +1,9 @@
 """The README's Python examples run as written."""
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
@@ -16,7 +15,7 @@ def test_readme_has_examples():
 
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(code, tmp_path):
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    result = run_cli("python", "-c", code, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     if "max |JAX - timm|" in code:
         assert float(result.stdout.split("=")[-1]) < 1e-5

@@ -4,12 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
+from cases import AVG_NO_CLASS, CUSTOM_200x264
 from conftest import FORWARD_TOL, nchw_to_nhwc, randomize_jax_params, rel_diff, timm_model
-from test_swin_forward import CUSTOM_200x264
 
 import swin_jax
 import swin_torch_ref
 from swin_jax.convert import CheckpointMismatchError
+from swin_jax.layouts import to_numpy
 
 NAME = "swin_tiny_patch4_window7_224"
 
@@ -45,7 +46,7 @@ def test_from_torch_accepts_numpy_and_ignores_saved_buffers(timm_tiny):
 
 
 @pytest.mark.parametrize("name, overrides", [
-    (NAME, CUSTOM_200x264), ("vit_tiny_patch16_224", dict(global_pool="avg", class_token=False)),
+    (NAME, CUSTOM_200x264), ("vit_tiny_patch16_224", AVG_NO_CLASS),
 ], ids=["swin-200x264", "vit-avg-noclass"])
 def test_timm_loads_jax_weights_and_reproduces_logits(name, overrides, record):
     """Weights drawn in JAX (at O(1) scale) go to timm strictly and give the same logits."""
@@ -67,9 +68,18 @@ def test_bfloat16_torch_tensors_are_read():
     state = {k: v.to(torch.bfloat16) for k, v in ref.state_dict().items()}
     params = swin_jax.from_torch(model, state)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(params))
-    np.testing.assert_array_equal(
-        np.asarray(params["head"]["fc"]["kernel"]), state["head.fc.weight"].float().numpy().T
-    )
+    np.testing.assert_array_equal(np.asarray(params["head"]["fc"]["kernel"]), to_numpy(state["head.fc.weight"]).T)
+
+
+def test_parity_hands_a_bfloat16_file_to_timm(tmp_path):
+    """check_parity gives timm a timm-layout file's own tensors: bfloat16 ones as float32."""
+    from swin_jax.parity import check_parity
+
+    theirs = swin_torch_ref.randomize_parameters(timm_model(NAME, **CUSTOM_200x264), seed=7)
+    path = tmp_path / "bf16.pth"
+    torch.save({k: v.to(torch.bfloat16) for k, v in theirs.state_dict().items()}, path)
+    report = check_parity(NAME, checkpoint=path, reference="timm", batch=1, **CUSTOM_200x264)
+    assert report.weights == f"{path} (timm layout)" and report.passed, report.table()
 
 
 def test_mismatched_checkpoint_lists_every_bad_key(timm_tiny):
@@ -89,8 +99,13 @@ def test_mismatched_checkpoint_lists_every_bad_key(timm_tiny):
         [("layers.2.blocks.3.mlp.fc1.bias", (1536,))], [("layers.0.blocks.0.attn.extra", (3, 4))])
 
 
-@pytest.mark.parametrize("problem", ["missing", "unexpected", "misshaped"])
-def test_each_kind_of_mismatch_alone(timm_tiny, problem):
+@pytest.mark.parametrize("problem, counts, line", [
+    ("missing", "1 missing, 0 unexpected, 0 mis-shaped", "missing     norm.weight (768,)"),
+    ("unexpected", "0 missing, 1 unexpected, 0 mis-shaped", "unexpected  norm.extra (2,)"),
+    ("misshaped", "0 missing, 0 unexpected, 1 mis-shaped",
+     "mis-shaped  layers.1.downsample.reduction.weight: checkpoint (192, 385), model expects (192, 384)"),
+])
+def test_each_kind_of_mismatch_alone(timm_tiny, problem, counts, line):
     model = swin_jax.create_model(NAME)
     state = dict(timm_tiny.state_dict())
     if problem == "missing":
@@ -99,9 +114,11 @@ def test_each_kind_of_mismatch_alone(timm_tiny, problem):
         state["norm.extra"] = torch.zeros(2)
     else:
         state["layers.1.downsample.reduction.weight"] = torch.zeros(192, 385)
-    with pytest.raises(ValueError, match=r"norm\.weight|norm\.extra|downsample\.reduction\.weight \(192, 384\)|"
-                                         r"reduction\.weight: checkpoint \(192, 385\)"):
+    with pytest.raises(CheckpointMismatchError) as info:
         swin_jax.from_torch(model, state)
+    first, *listed = str(info.value).splitlines()
+    assert first.endswith(f": {counts} key(s)"), first
+    assert listed == [f"  {line}"], listed
 
 
 def test_to_torch_rejects_params_of_another_model():

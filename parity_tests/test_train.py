@@ -1,11 +1,8 @@
 """Training: optimizer parity with torch.optim.AdamW, data parallelism over devices and hosts,
 kill -9 and resume, NaN stops, gradient accumulation, ImageFolder fine-tuning."""
 import json
-import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,32 +11,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import GRAD_TOL, randomize_jax_params
+from conftest import GRAD_TOL, randomize_jax_params, rel_diff, run_cli
 from safetensors.numpy import load_file
 
 import swin_jax
 import swin_torch_ref
+from swin_jax.layouts import to_numpy
 from train.config import PRESETS
 from train.data import mix_parameters
 from train.loop import apply_mix, create_train_state, train_step
 from train.optim import decay_mask, lr_schedule, make_optimizer
 
-ROOT = Path(__file__).resolve().parents[1]
 DIGITS = PRESETS["digits"]
 NAME, ARGS = DIGITS["model"], dict(DIGITS["model_args"], img_size=(32, 32), in_chans=1, num_classes=10)
 
 
 def _run_train(out: Path, *extra: str, env: dict | None = None, wait: bool = True):
-    command = [sys.executable, "-m", "train", "--preset", "digits", "--out-dir", str(out), *extra]
-    full_env = {**os.environ, **(env or {})}
-    if not wait:
-        return subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
-    return subprocess.run(command, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=900)
-
-
-def _rel(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
+    """`python -m train` on the digits preset, writing to `out`."""
+    return run_cli("train", "--preset", "digits", "--out-dir", out, *extra, env=env, wait=wait)
 
 
 # ----- optimizer parity
@@ -94,7 +83,7 @@ def test_adamw_matches_torch_for_20_steps(record):
         opt.step()
         sched.step()
     ours = swin_jax.to_torch(model, state.params)
-    worst = max((_rel(p.detach().numpy(), ours[k]), k) for k, p in names.items())
+    worst = max((rel_diff(to_numpy(p), ours[k], floor=0), k) for k, p in names.items())
     record("train: 20 AdamW steps, optax vs torch (params, relative)", worst[0])
     assert worst[0] <= GRAD_TOL, worst
 
@@ -121,7 +110,7 @@ def test_gradient_accumulation_equals_one_big_batch():
     with jax.default_matmul_precision("highest"):
         one = run(make_optimizer(schedule, 0.05, 0.0), 1, 1)
         two = run(make_optimizer(schedule, 0.05, 0.0, accum_steps=2), 2, 2)
-    worst = max(jax.tree.leaves(jax.tree.map(lambda a, b: _rel(np.asarray(a), np.asarray(b)), one, two)))
+    worst = max(jax.tree.leaves(jax.tree.map(lambda a, b: rel_diff(a, b, floor=0), one, two)))
     assert worst <= 1e-4
 
 
@@ -174,7 +163,7 @@ def one_device_run(tmp_path_factory, o1_init):
 
 def _compare_runs(reference: dict, other: dict, label: str, record) -> None:
     assert set(reference) == set(other)
-    worst = max(_rel(reference[k], other[k]) for k in reference)
+    worst = max(rel_diff(reference[k], other[k], floor=0) for k in reference)
     assert record(label, worst) <= 1e-5
 
 
@@ -269,13 +258,11 @@ def test_image_folder_fine_tuning_from_a_timm_checkpoint(tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(tmp_path / "donor.safetensors"))
-    result = subprocess.run(
-        [sys.executable, "-m", "train", "--model", NAME, "--out-dir", str(tmp_path / "run"), "--data",
-         str(tmp_path / "data"), "--img-size", "32", "32", "--epochs", "2", "--batch-size", "8",
-         "--init", str(tmp_path / "donor.safetensors"), "--mixup", "0.8", "--cutmix", "1.0", "--ema-decay", "0.9",
-         "--accum-steps", "2", "--dtype", "bfloat16", "--warmup-epochs", "1"]
-        + [f"--model-arg={k}={v}" for k, v in DIGITS["model_args"].items()],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    result = run_cli(
+        "train", "--model", NAME, "--out-dir", tmp_path / "run", "--data", tmp_path / "data", "--img-size", 32, 32,
+        "--epochs", 2, "--batch-size", 8, "--init", tmp_path / "donor.safetensors", "--mixup", 0.8, "--cutmix", 1.0,
+        "--ema-decay", 0.9, "--accum-steps", 2, "--dtype", "bfloat16", "--warmup-epochs", 1,
+        *[f"--model-arg={k}={v}" for k, v in DIGITS["model_args"].items()])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "timm layout, 5 classes); new 3-class head" in result.stdout
     assert "done:" in result.stdout and "PyTorch (swin_torch_ref) accuracy" in result.stdout

@@ -10,15 +10,13 @@ from __future__ import annotations
 import math
 import pickle
 import random
-import subprocess
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+from conftest import run_cli
 from PIL import Image
 from scipy import stats
 
@@ -31,7 +29,6 @@ from timm.data.transforms_factory import transforms_imagenet_train
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from train import transforms as T
 
-ROOT = Path(__file__).resolve().parents[1]
 GEOMETRIC = {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "TranslateXRel", "TranslateYRel"}
 
 
@@ -142,7 +139,8 @@ def test_constants_and_interpolation_names():
 
 def test_module_imports_neither_jax_nor_torch():
     code = "import sys, train.transforms; bad = {'jax', 'torch'} & set(sys.modules); assert not bad, bad"
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+    result = run_cli("python", "-c", code, timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 # ---------------------------------------------------------------- 1. random resized crop

@@ -1,15 +1,12 @@
 """ViT checkpoints: Google's .npz layouts through timm's own npz loader, and position-embedding
 resampling when a checkpoint's patch grid differs from the model's (timm's bicubic, antialiased)."""
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FORWARD_TOL, nchw_to_nhwc, randomize_jax_params, rel_diff, timm_model
+from conftest import FORWARD_TOL, nchw_to_nhwc, randomize_jax_params, rel_diff, run_cli, timm_model
 from timm.layers import resample_abs_pos_embed
 from timm.models import vision_transformer as timm_vit
 
@@ -103,7 +100,7 @@ def test_reading_npz_and_safetensors_needs_no_torch(tmp_path):
             "from swin_jax.checkpoint_io import read_state_dict\n"
             f"print(read_state_dict({str(tmp_path / 'a.npz')!r})['x'].sum(), "
             f"read_state_dict({str(tmp_path / 'a.safetensors')!r})['x'].sum())")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    result = run_cli("python", "-c", code)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["6.0", "6.0"]
 

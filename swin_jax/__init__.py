@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from swin_jax.configs import get_config, get_data_config, list_models
+from swin_jax.configs import Kernels, get_config, get_data_config, list_models
 
 __version__ = "0.1.0"
 
@@ -34,7 +34,7 @@ _LAZY = {
     "trim_host_memory": "swin_jax.compiler",
 }
 
-__all__ = ["get_config", "get_data_config", "list_models", *_LAZY]
+__all__ = ["Kernels", "get_config", "get_data_config", "list_models", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,6 +1,7 @@
 """`swin-jax bench`: swin_jax (jitted) against timm (eager, and torch.compile on request) in one
 process and one run, on the same inputs: img/s for the forward pass and a full train step
-(forward, backward, AdamW), compile time, peak memory and model FLOPs utilisation against this
+(forward, backward, AdamW; on the swin_jax side the trainer's own jitted `train.loop.train_step`,
+imported only when a train step is measured), compile time, peak memory and model FLOPs utilisation against this
 machine's own measured matmul peak. Reported as ratios, from runs timed in turn (swin_jax, timm,
 swin_jax, timm, ...), since these machines are noisy.
 
@@ -10,6 +11,8 @@ memory, and the MFU is taken against the GPU's measured matmul peak in that dtyp
 matmuls run as TF32 on both sides there (XLA:GPU's default; torch is set to match)."""
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import platform
@@ -182,13 +185,10 @@ def _model_flops(model: Any, params: Any, x: Any) -> float:
     a custom call whose FLOPs the count would leave out."""
     import jax
 
-    from swin_jax import layers
-
-    fused, layers.FUSED_ATTENTION_BY_BACKEND = layers.FUSED_ATTENTION_BY_BACKEND, {}
-    try:
-        return forward_flops(jax.jit(lambda p, x: model.apply({"params": p}, x)), params, x)
-    finally:
-        layers.FUSED_ATTENTION_BY_BACKEND = fused
+    config = model.config
+    written = model.clone(config=dataclasses.replace(
+        config, kernels=dataclasses.replace(config.kernels, attention="custom_vjp")))
+    return forward_flops(jax.jit(lambda p, x: written.apply({"params": p}, x)), params, x)
 
 
 def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
@@ -198,7 +198,6 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     import optax
 
     import swin_jax
-    from train.optim import make_optimizer
 
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     on_gpu = jax.default_backend() == "gpu"
@@ -209,27 +208,28 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     result = Result(name, "swin_jax", "train" if train else "forward", batch, img_size, dtype)
     fwd = jax.jit(lambda p, x: model.apply({"params": p}, x))
     if train:
-        tx = make_optimizer(optax.constant_schedule(1e-4), 0.05, 5.0)
-        labels = jnp.zeros((batch,), jnp.int32)
+        # the trainer's own step (train.loop), as `python -m train` compiles it: AdamW with the
+        # recipe's weight-decay mask and clipping, mixup / cutmix, label smoothing and EMA off
+        # (timm's side runs plain cross-entropy), dropout keys drawn as in training
+        from train.data import mix_parameters
+        from train.loop import create_train_state, train_step
+        from train.optim import make_optimizer
 
-        def step(p, o, x):
-            def loss(p):
-                logits = model.apply({"params": p}, x).astype(jnp.float32)
-                return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-            g = jax.grad(loss)(p)
-            u, o = tx.update(g, o, p)
-            return optax.apply_updates(p, u), o
-
-        state = [params, tx.init(params)]
-        fn = jax.jit(step, donate_argnums=(0, 1))
+        schedule = optax.constant_schedule(1e-4)
+        tx = make_optimizer(schedule, 0.05, 5.0)
+        batch_arrays = {"images": x, "labels": jnp.zeros((batch,), jnp.int32)}
+        no_mix = mix_parameters(0, 0, img_size, mixup=0.0, cutmix=0.0, switch_prob=0.5)
+        step = functools.partial(train_step, model=model, tx=tx, schedule=schedule, key=jax.random.PRNGKey(0),
+                                 ema_decay=0.0, accum_steps=1)
+        state = [create_train_state(params, tx, ema=False)]
+        fn = jax.jit(lambda s, b, m: step(s, b, m)[0], donate_argnums=0)
         t = time.perf_counter()
-        compiled = fn.lower(*state, x).compile(compiler_options)
+        compiled = fn.lower(state[0], batch_arrays, no_mix).compile(compiler_options)
         result.compile_s = time.perf_counter() - t
 
         def run() -> None:
-            state[:] = compiled(*state, x)
-            jax.block_until_ready(state)
+            state[0] = compiled(state[0], batch_arrays, no_mix)
+            jax.block_until_ready(state[0])
     else:
         t = time.perf_counter()
         compiled = fwd.lower(params, x).compile(compiler_options)
@@ -450,6 +450,6 @@ def table(report: dict, markdown: bool = False) -> str:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
-    from swin_jax.checkpoint_io import _write_atomic
+    from swin_jax.checkpoint_io import write_atomic
 
-    return _write_atomic(Path(path), lambda f: f.write(json.dumps(report, indent=1).encode()))
+    return write_atomic(Path(path), lambda f: f.write(json.dumps(report, indent=1).encode()))

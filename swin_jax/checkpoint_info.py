@@ -11,8 +11,9 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from swin_jax.checkpoint_io import read_checkpoint
 from swin_jax.configs import MODEL_CONFIGS, SwinConfig, VitConfig
-from swin_jax.layouts import LAYOUTS, TRANSFORMS, detect_layout
+from swin_jax.layouts import LAYOUTS, TRANSFORMS, detect_layout, to_numpy
 
 
 @dataclass
@@ -49,15 +50,9 @@ def canonical_tensors(state_dict: Mapping[str, Any], layout: str, family: str) -
         transforms[canonical] = transform
     out = {}
     for canonical, pieces in parts.items():
-        ordered = [np.asarray(_numpy(pieces[i])) for i in sorted(pieces)]
+        ordered = [to_numpy(pieces[i]) for i in sorted(pieces)]
         out[canonical] = TRANSFORMS[transforms[canonical]][1](ordered, None)
     return out
-
-
-def _numpy(value: Any) -> Any:
-    if type(value).__module__.startswith("torch"):
-        return value.detach().float().numpy() if value.is_floating_point() else value.numpy()
-    return value
 
 
 def _family(layout: str, keys: list[str]) -> str:
@@ -145,22 +140,4 @@ def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> Che
 
 def describe_file(path: str | Path, layout: Optional[str] = None) -> CheckpointInfo:
     """`describe` for a checkpoint file (.pth/.pt/.bin/.safetensors/.npz) or a `.msgpack` params file."""
-    from swin_jax.checkpoint_io import PARAMS_SUFFIX, read_params, read_state_dict
-
-    if Path(path).suffix.lower() == PARAMS_SUFFIX:
-        return describe(params_as_timm(read_params(path)), "timm")
-    return describe(read_state_dict(path), layout)
-
-
-def params_as_timm(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """A params pytree (from a .msgpack file, no model needed) as a timm-layout state_dict."""
-    from flax import traverse_util
-
-    from swin_jax.convert import TORCH_FROM_FLAX_AXES, canonical_key
-
-    out = {}
-    for path, value in traverse_util.flatten_dict(dict(params)).items():
-        value = np.asarray(value)
-        axes = TORCH_FROM_FLAX_AXES.get((path[-1], value.ndim), tuple(range(value.ndim)))
-        out[canonical_key(path)] = np.transpose(value, axes)
-    return out
+    return describe(*read_checkpoint(path, layout))

@@ -12,9 +12,9 @@ extra dependency. Training checkpoints (optimizer state, steps, several kept) us
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 import numpy as np
 
@@ -35,20 +35,19 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
     suffix = path.suffix.lower()
     if suffix not in TENSOR_SUFFIXES:
         raise ValueError(f"unsupported checkpoint type {suffix!r} ({path}); use {', '.join(TENSOR_SUFFIXES)}")
-    try:
-        if suffix == ".safetensors":
-            from safetensors.numpy import load_file
+    if suffix in TORCH_SUFFIXES:
+        obj = _torch_load(path)
+    else:
+        try:
+            if suffix == ".safetensors":
+                from safetensors.numpy import load_file
 
-            return dict(load_file(str(path)))
-        if suffix == ".npz":
+                return dict(load_file(str(path)))
             with np.load(path, allow_pickle=False) as archive:
                 return {k: archive[k] for k in archive.files}
-        import torch
-
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # each reader fails its own way on a damaged file
-        raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
+        except Exception as err:  # each reader fails its own way on a damaged file
+            raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
+                             f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
     while isinstance(obj, dict):
         nested = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)]
         if not nested:
@@ -59,16 +58,45 @@ def read_state_dict(path: str | Path) -> dict[str, Any]:
     return dict(obj)
 
 
-def _write_atomic(path: Path, write: Any) -> Path:
-    """Call write(file) on a temporary file beside `path`, then rename it into place."""
+def _torch_load(path: Path) -> Any:
+    """`torch.load(weights_only=True)` of a file; one that torch cannot read raises a ValueError
+    naming the file, with torch's reason but not its advice to load with `weights_only=False`."""
+    import torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:
+        text = str(err)
+        # torch's weights-only unpickler puts its reason after that marker, below the advice
+        detail = text.split("WeightsUnpickler error:", 1)[-1]
+        reason = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+        reason = reason.split(". ")[0][:200]  # the first sentence: what follows is advice
+        advice = "weights_only" in text
+        if "weights_only" in reason or "safe_globals" in reason:
+            reason = ""
+        problem, hint = "the file is truncated or corrupted", ""
+        if reason.startswith("Unsupported global"):  # a whole training checkpoint, say
+            problem, hint = "it holds objects other than tensors and plain containers", "; save its state_dict alone"
+        reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
+        # the chained error's text would repeat torch's advice under ours
+        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {problem} ({reason}){hint}") \
+            from (None if advice else err)
+
+
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
+    """Write a file atomically: `write(file)` fills a temporary file in `path`'s folder, which
+    is then renamed to `path`, so no half-written file is ever left under that name."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    # mode 0o666 less the umask, as open() gives (tempfile.mkstemp would make it 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -95,7 +123,7 @@ def write_params(params: Any, path: str | Path) -> Path:
     from flax import serialization
 
     host = jax.tree.map(np.asarray, params)
-    return _write_atomic(Path(path), lambda f: f.write(serialization.msgpack_serialize(host)))
+    return write_atomic(Path(path), lambda f: f.write(serialization.msgpack_serialize(host)))
 
 
 def write_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> Path:
@@ -103,11 +131,11 @@ def write_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".npz":
-        return _write_atomic(path, lambda f: np.savez(f, **tensors))
+        return write_atomic(path, lambda f: np.savez(f, **tensors))
     if suffix == ".safetensors":
         from safetensors.numpy import save
 
-        return _write_atomic(path, lambda f: f.write(save({k: np.ascontiguousarray(v) for k, v in tensors.items()})))
+        return write_atomic(path, lambda f: f.write(save({k: np.ascontiguousarray(v) for k, v in tensors.items()})))
     raise ValueError(f"cannot write {suffix!r} files ({path}); use .safetensors or .npz")
 
 
@@ -117,7 +145,7 @@ def read_checkpoint(path: str | Path, layout: Optional[str] = None) -> tuple[dic
     from swin_jax.layouts import detect_layout
 
     if Path(path).suffix.lower() == PARAMS_SUFFIX:
-        from swin_jax.checkpoint_info import params_as_timm
+        from swin_jax.convert import params_as_timm
 
         return params_as_timm(read_params(path)), "timm"
     state_dict = read_state_dict(path)

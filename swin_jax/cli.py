@@ -33,11 +33,10 @@ def _parity(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     import jax
 
-    from swin_jax.checkpoint_info import params_as_timm
     from swin_jax.checkpoint_io import (PARAMS_SUFFIX, TENSOR_SUFFIXES, read_params, read_state_dict, write_params,
                                         write_tensors)
     from swin_jax.configs import MODEL_CONFIGS, get_config
-    from swin_jax.convert import detect_layout, from_torch, infer_num_classes, to_torch
+    from swin_jax.convert import detect_layout, from_torch, infer_num_classes, params_as_timm, to_torch
     from swin_jax.models import create_model
 
     src, dst = Path(args.input), Path(args.output)
@@ -54,9 +53,10 @@ def _convert(args: argparse.Namespace) -> int:
     if src.suffix.lower() == PARAMS_SUFFIX:
         params = read_params(src)
         in_layout = "swin_jax params"
-        num_classes = infer_num_classes(params_as_timm(params), config_cls)
+        as_timm = params_as_timm(params)
+        num_classes = infer_num_classes(as_timm, config_cls)
         model = create_model(args.model, num_classes=num_classes, **_overrides(args))
-        from_torch(model, params_as_timm(params))  # checks every key and shape against the model
+        from_torch(model, as_timm)  # checks every key and shape against the model
     else:
         state = read_state_dict(src)
         in_layout = args.in_layout or (args.layout if dst.suffix.lower() == PARAMS_SUFFIX else None) \

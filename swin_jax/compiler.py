@@ -2,36 +2,28 @@
 `swin-jax bench`); pass them to `jax.jit(..., compiler_options=...)` in your own code. And
 `trim_host_memory`, which hands the compiler's freed working memory back after compiling.
 
-On CPU, XLA's YNNPACK library fuses reductions (softmax, LayerNorm statistics) into its own
-kernels by default. Measured on a 2-core x86 machine, batch 8, fp32 (docs/PERFORMANCE.md), those
-fused kernels ran slower than XLA's own in Swin: leaving them out made the Swin-T forward pass
-~12% faster and its train step's temporaries 780 -> 655 MiB, at the same train-step time. In ViT
-the same option made the train step ~5% and the forward ~4% slower (its bias gradients become
-XLA loop reductions), so it is kept per model family.
+Which options each platform and model family gets is decided in `swin_jax.kernels`
+(`COMPILER_OPTIONS`), beside the other implementation choices.
 """
 from __future__ import annotations
 
 import functools
 from typing import Any
 
-# XLA's default YNNPACK fusion types in jaxlib 0.10 (INDIVIDUAL_CONVOLUTION, INDIVIDUAL_DOT,
-# REDUCE) less REDUCE; the same as XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=-REDUCE
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
-               "LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
-CPU_OPTIONS_BY_FAMILY = {"swin": CPU_OPTIONS, "vit": {}}  # what measured faster, per family
-
 
 def compiler_options(model: Any, backend: str | None = None) -> dict[str, str]:
     """The options for `model`'s programs (a model name, config or created model) on `backend`
-    (default: JAX's default backend): on CPU its family's entry of CPU_OPTIONS_BY_FAMILY when
-    this jaxlib accepts it, else none."""
+    ("cpu", "gpu", ...; default: JAX's default backend, where jit places a program unless told
+    otherwise): `swin_jax.kernels.COMPILER_OPTIONS[backend][family]` when this jaxlib accepts
+    them, else none."""
     import jax
 
     from swin_jax.configs import get_config
+    from swin_jax.kernels import COMPILER_OPTIONS
 
     config = get_config(model) if isinstance(model, str) else getattr(model, "config", model)
-    options = CPU_OPTIONS_BY_FAMILY.get(config.family, {})
-    if (backend or jax.default_backend()) != "cpu" or not options or not _accepted(tuple(options.items())):
+    options = COMPILER_OPTIONS.get(backend or jax.default_backend(), {}).get(config.family, {})
+    if not options or not _accepted(tuple(options.items())):
         return {}
     return dict(options)
 

@@ -23,6 +23,66 @@ def to_pair(value: Union[int, tuple[int, int], list[int]]) -> IntPair:
     return int(value), int(value)
 
 
+# The implementations an op may run with (see `Kernels`); every one computes torch's maths.
+KERNEL_CHOICES: dict[str, tuple[str, ...]] = {
+    "attention": ("auto", "custom_vjp", "autodiff", "cudnn", "jax"),
+    "attention_on_gpu": ("cudnn", "jax", "custom_vjp", "autodiff"),
+    "mlp": ("custom_vjp", "autodiff"),
+    "layer_norm": ("custom_vjp", "autodiff"),
+    "gelu": ("auto", "erf", "erfc"),
+    "materialize": ("auto", "barrier", "identity_matmul", "none"),
+}
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """Which implementation computes each op of a model: a hashable setting of the config, so a
+    program traced with one choice is never reused for another. Every choice computes the same
+    maths (torch's); they differ in speed, memory, and in what JAX sees (`autodiff` ops are
+    plain JAX, differentiated by JAX, so `jax.checkpoint` policies apply to them inside).
+
+    - `attention`: `auto` runs `attention_on_gpu` where the computation is placed on a CUDA GPU
+      (bias-free bf16/fp16 attention only, i.e. ViT) and `custom_vjp` elsewhere; `custom_vjp` is
+      softmax attention with a written-out backward pass; `autodiff` the same forward,
+      differentiated by JAX; `cudnn` / `jax` are `jax.nn.dot_product_attention`'s cuDNN and XLA
+      implementations for bias-free bf16/fp16 attention (`custom_vjp` where that does not apply).
+    - `mlp`, `layer_norm`: `custom_vjp` (written-out backward passes that keep what torch keeps)
+      or `autodiff`.
+    - `gelu`: the exact GELU as `erf` (torch's form) or `erfc` (jax.nn.gelu's); `auto` is erf on
+      GPUs and erfc elsewhere, chosen by the platform the computation is placed on.
+    - `materialize`: how the written-out backward passes compute a value once into its own buffer:
+      `barrier` (jax.lax.optimization_barrier; XLA:CPU ignores it), `identity_matmul` (an exact
+      product with an identity matrix; an inf becomes NaN in its row), `none`; `auto` is barrier
+      on GPUs and identity_matmul elsewhere.
+    """
+
+    attention: str = "auto"
+    attention_on_gpu: str = "cudnn"
+    mlp: str = "custom_vjp"
+    layer_norm: str = "custom_vjp"
+    gelu: str = "auto"
+    materialize: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name, choices in KERNEL_CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(f"kernels.{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+
+def to_kernels(value: Union[Kernels, dict, None]) -> Kernels:
+    """A `Kernels` from a `Kernels`, a dict of its fields, or None (the defaults)."""
+    if value is None:
+        return Kernels()
+    if isinstance(value, Kernels):
+        return value
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - set(KERNEL_CHOICES))
+        if unknown:
+            raise ValueError(f"unknown kernel setting(s) {unknown}; settings are {list(KERNEL_CHOICES)}")
+        return Kernels(**value)
+    raise TypeError(f"kernels must be a swin_jax.Kernels or a dict, got {type(value).__name__}")
+
+
 @dataclass(frozen=True)
 class SwinConfig:
     """Swin Transformer V1 hyper-parameters (timm's `SwinTransformer` arguments).
@@ -45,6 +105,7 @@ class SwinConfig:
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
+    kernels: Kernels = Kernels()
 
     family = "swin"
     layer_norm_eps = 1e-5
@@ -54,6 +115,7 @@ class SwinConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", to_pair(self.img_size))
         object.__setattr__(self, "window_size", to_pair(self.window_size))
+        object.__setattr__(self, "kernels", to_kernels(self.kernels))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         if len(self.depths) != len(self.num_heads):
@@ -137,6 +199,7 @@ class VitConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
     layer_norm_eps: float = 1e-6  # timm and torchvision; transformers' ViT configs use 1e-12
+    kernels: Kernels = Kernels()
 
     family = "vit"
     head_key = "head.weight"
@@ -144,6 +207,7 @@ class VitConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", to_pair(self.img_size))
+        object.__setattr__(self, "kernels", to_kernels(self.kernels))
         if self.global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:

@@ -17,11 +17,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from swin_jax.layouts import LAYOUTS, TRANSFORMS, Layout, bind_template, detect_layout, get_layout
+from swin_jax.layouts import LAYOUTS, TRANSFORMS, Layout, bind_template, detect_layout, get_layout, to_numpy
 from swin_jax.models import param_shapes
 from swin_jax.resample import resample_pos_embed, resize_rel_pos_bias_table
 
-__all__ = ["LAYOUTS", "CheckpointMismatchError", "detect_layout", "from_torch", "to_torch", "get_layout"]
+__all__ = [
+    "LAYOUTS", "CheckpointMismatchError", "detect_layout", "from_torch", "to_torch", "get_layout", "params_as_timm",
+]
 
 # (Flax leaf name, ndim) -> axis permutation taking the Flax tensor to the PyTorch tensor.
 TORCH_FROM_FLAX_AXES: dict[tuple[str, int], tuple[int, ...]] = {
@@ -107,6 +109,16 @@ def canonical_key(flax_path: tuple[str, ...]) -> str:
     return ".".join(parts + [TORCH_LEAF_NAMES.get(leaf, leaf)])
 
 
+def params_as_timm(params: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A params pytree (from a .msgpack file, no model needed) as a timm-layout state_dict."""
+    out = {}
+    for path, value in traverse_util.flatten_dict(dict(params)).items():
+        value = np.asarray(value)
+        axes = TORCH_FROM_FLAX_AXES.get((path[-1], value.ndim), tuple(range(value.ndim)))
+        out[canonical_key(path)] = np.transpose(value, axes)
+    return out
+
+
 def _specs(model: nn.Module, layout: Layout) -> list[_Spec]:
     specs = []
     for path, leaf in traverse_util.flatten_dict(param_shapes(model)).items():
@@ -118,15 +130,6 @@ def _specs(model: nn.Module, layout: Layout) -> list[_Spec]:
         shapes = tuple(tuple(s.shape) for s in jax.eval_shape(lambda t: to_layout(t, model.config), shape))
         specs.append(_Spec(canonical, path, axes, tuple(leaf.shape), keys, transform, shapes))
     return specs
-
-
-def _to_numpy(value: Any) -> np.ndarray:
-    if type(value).__module__.startswith("torch"):
-        import torch  # only reached when torch tensors were passed in
-
-        value = value.detach().cpu()
-        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()  # numpy has no bf16
-    return np.asarray(value)
 
 
 def _resized(spec: _Spec, parts: list[np.ndarray], config: Any) -> np.ndarray | None:
@@ -164,7 +167,7 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
     """
     layout = get_layout(layout or detect_layout(list(state_dict)))
     specs = _specs(model, layout)
-    tensors = {k: _to_numpy(v) for k, v in state_dict.items() if not layout.is_ignored(k)}
+    tensors = {k: to_numpy(v) for k, v in state_dict.items() if not layout.is_ignored(k)}
     claimed = {k for s in specs for k in s.keys}
     missing = [(k, shape) for s in specs for k, shape in zip(s.keys, s.shapes) if k not in tensors]
     unexpected = [(k, tuple(v.shape)) for k, v in tensors.items() if k not in claimed]

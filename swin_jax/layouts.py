@@ -26,6 +26,15 @@ import numpy as np
 # Written with array methods and slicing, so they also run under jax.eval_shape.
 
 
+def to_numpy(value: Any) -> np.ndarray:
+    """A checkpoint tensor as a numpy array: torch tensors detached and moved to the CPU, their
+    floating types (bfloat16, float16, float64) as float32; anything else through np.asarray."""
+    if type(value).__module__.startswith("torch"):  # recognised without importing torch
+        value = value.detach().cpu()
+        return (value.float() if value.is_floating_point() else value).numpy()  # numpy has no bfloat16
+    return np.asarray(value)
+
+
 def _split3(t: Any) -> list:
     third = t.shape[0] // 3
     return [t[i * third:(i + 1) * third] for i in range(3)]

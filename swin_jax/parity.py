@@ -12,6 +12,7 @@ import numpy as np
 
 from swin_jax.configs import MODEL_CONFIGS, get_config
 from swin_jax.convert import from_torch, infer_num_classes
+from swin_jax.layouts import to_numpy
 from swin_jax.models import create_model
 
 REFERENCES = ("ref", "timm")
@@ -145,7 +146,7 @@ def check_parity(
         expected = {k: tuple(v.shape) for k, v in torch_model.state_dict().items()}
         kept = {k: v for k, v in state_dict.items() if not get_layout(layout).is_ignored(k)}
         if layout == "timm" and {k: tuple(v.shape) for k, v in kept.items()} == expected:
-            torch_state = {k: torch.as_tensor(np.asarray(v)) for k, v in kept.items()}  # the file itself
+            torch_state = {k: torch.as_tensor(to_numpy(v)) for k, v in kept.items()}  # the file itself
         else:  # another layout, or a resampled grid: PyTorch gets the converted weights
             torch_state = {k: torch.from_numpy(v) for k, v in to_torch(jax_model, params).items()}
     else:

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from swin_jax.configs import IntPair, SwinConfig
-from swin_jax.layers import (Dense, DropPath, LayerNorm, Mlp, attention, check_images, materialize_cotangent,
-                             trunc_normal)
+from swin_jax.configs import IntPair, Kernels, SwinConfig
+from swin_jax.kernels import materialize_cotangent
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
 
 # ---------------------------------------------------------------------------------------------
 # Window operations: plain functions on (B, H, W, C) arrays. They work on numpy and jax arrays.
@@ -91,6 +91,7 @@ class WindowAttention(nn.Module):
     attn_drop: float = 0.0
     proj_drop: float = 0.0
     dtype: Any = jnp.float32
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: Optional[np.ndarray], deterministic: bool) -> jax.Array:
@@ -102,7 +103,8 @@ class WindowAttention(nn.Module):
         if mask is not None:
             bias = bias + mask[:, None]  # (windows, heads, N, N); -100 swamps the bias where it applies
         return attention(x, self.num_heads, bias, qkv_bias=self.qkv_bias, attn_drop=self.attn_drop,
-                         proj_drop=self.proj_drop, dtype=self.dtype, deterministic=deterministic)
+                         proj_drop=self.proj_drop, dtype=self.dtype, deterministic=deterministic,
+                         kernels=self.kernels)
 
 
 class SwinBlock(nn.Module):
@@ -118,15 +120,16 @@ class SwinBlock(nn.Module):
     drop_path: float = 0.0
     eps: float = 1e-5
     dtype: Any = jnp.float32
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         _, h, w, c = x.shape
         (wh, ww), shift = self.window_size, self.shift_size
         shifted = any(shift)
-        x = materialize_cotangent(x)
+        x = materialize_cotangent(x, self.kernels)
 
-        y = LayerNorm(self.eps, self.dtype, name="norm1")(x)
+        y = LayerNorm(self.eps, self.dtype, self.kernels, name="norm1")(x)
         if shifted:
             y = cyclic_shift(y, shift)
         # timm rolls first, then zero-pads bottom/right; the padding is not masked.
@@ -137,15 +140,15 @@ class SwinBlock(nn.Module):
         windows = window_partition(y, self.window_size).reshape(-1, wh * ww, c)
         windows = WindowAttention(
             self.num_heads, self.window_size, self.qkv_bias, self.attn_drop, self.proj_drop,
-            dtype=self.dtype, name="attn",
+            dtype=self.dtype, kernels=self.kernels, name="attn",
         )(windows, mask, deterministic)
         y = window_reverse(windows.reshape(-1, wh, ww, c), self.window_size, hp, wp)[:, :h, :w]
         if shifted:
             y = cyclic_shift(y, shift, reverse=True)
         x = x + DropPath(self.drop_path)(y, deterministic)
 
-        y = LayerNorm(self.eps, self.dtype, name="norm2")(x)
-        y = Mlp(int(c * self.mlp_ratio), self.proj_drop, self.dtype, name="mlp")(y, deterministic)
+        y = LayerNorm(self.eps, self.dtype, self.kernels, name="norm2")(x)
+        y = Mlp(int(c * self.mlp_ratio), self.proj_drop, self.dtype, self.kernels, name="mlp")(y, deterministic)
         return x + DropPath(self.drop_path)(y, deterministic)
 
 
@@ -155,6 +158,7 @@ class PatchMerging(nn.Module):
     out_dim: int
     eps: float = 1e-5
     dtype: Any = jnp.float32
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -163,7 +167,7 @@ class PatchMerging(nn.Module):
         h, w = h + h % 2, w + w % 2
         # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): order x00, x10, x01, x11.
         x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
-        x = LayerNorm(self.eps, self.dtype, name="norm")(x)
+        x = LayerNorm(self.eps, self.dtype, self.kernels, name="norm")(x)
         return Dense(self.out_dim, use_bias=False, dtype=self.dtype, name="reduction")(x)
 
 
@@ -174,6 +178,7 @@ class PatchEmbed(nn.Module):
     patch_size: int
     eps: float = 1e-5
     dtype: Any = jnp.float32
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -182,7 +187,7 @@ class PatchEmbed(nn.Module):
             self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
             param_dtype=jnp.float32, name="proj",
         )(x)
-        return LayerNorm(self.eps, self.dtype, name="norm")(x)
+        return LayerNorm(self.eps, self.dtype, self.kernels, name="norm")(x)
 
 
 class SwinStage(nn.Module):
@@ -196,12 +201,12 @@ class SwinStage(nn.Module):
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg, i = self.config, self.stage
         if i > 0:
-            x = PatchMerging(cfg.stage_dims[i], cfg.layer_norm_eps, self.dtype, name="downsample")(x)
+            x = PatchMerging(cfg.stage_dims[i], cfg.layer_norm_eps, self.dtype, cfg.kernels, name="downsample")(x)
         for j, rate in enumerate(cfg.drop_path_rates()[i]):
             window, shift = cfg.block_window_shift(i, j)
             x = SwinBlock(
                 cfg.num_heads[i], window, shift, cfg.mlp_ratio, cfg.qkv_bias, cfg.proj_drop_rate,
-                cfg.attn_drop_rate, rate, cfg.layer_norm_eps, self.dtype, name=f"blocks_{j}",
+                cfg.attn_drop_rate, rate, cfg.layer_norm_eps, self.dtype, cfg.kernels, name=f"blocks_{j}",
             )(x, deterministic)
         return x
 
@@ -234,9 +239,9 @@ class SwinTransformer(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.patch_embed = PatchEmbed(cfg.embed_dim, cfg.patch_size, cfg.layer_norm_eps, self.dtype)
+        self.patch_embed = PatchEmbed(cfg.embed_dim, cfg.patch_size, cfg.layer_norm_eps, self.dtype, cfg.kernels)
         self.layers = [SwinStage(cfg, i, self.dtype) for i in range(cfg.num_stages)]
-        self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype)
+        self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels)
         self.head = ClassifierHead(cfg.num_classes, cfg.drop_rate, self.dtype)
 
     def forward_intermediates(self, x: jax.Array, train: bool = False) -> list[jax.Array]:

@@ -11,9 +11,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swin_jax.configs import VitConfig
-from swin_jax.layers import (Dense, DropPath, LayerNorm, Mlp, attention, check_images, materialize_cotangent,
-                             trunc_normal)
+from swin_jax.configs import Kernels, VitConfig
+from swin_jax.kernels import materialize_cotangent
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
 
 
 class Attention(nn.Module):
@@ -24,11 +24,13 @@ class Attention(nn.Module):
     attn_drop: float = 0.0
     proj_drop: float = 0.0
     dtype: Any = jnp.float32
+    kernels: Kernels = Kernels()
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         return attention(x, self.num_heads, None, qkv_bias=self.qkv_bias, attn_drop=self.attn_drop,
-                         proj_drop=self.proj_drop, dtype=self.dtype, deterministic=deterministic)
+                         proj_drop=self.proj_drop, dtype=self.dtype, deterministic=deterministic,
+                         kernels=self.kernels)
 
 
 class Block(nn.Module):
@@ -41,13 +43,14 @@ class Block(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg = self.config
-        x = materialize_cotangent(x)
-        y = LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm1")(x)
-        y = Attention(cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate, self.dtype, name="attn")(
-            y, deterministic)
+        x = materialize_cotangent(x, cfg.kernels)
+        y = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels, name="norm1")(x)
+        y = Attention(cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate, self.dtype, cfg.kernels,
+                      name="attn")(y, deterministic)
         x = x + DropPath(self.drop_path)(y, deterministic)
-        y = LayerNorm(cfg.layer_norm_eps, self.dtype, name="norm2")(x)
-        y = Mlp(int(x.shape[-1] * cfg.mlp_ratio), cfg.proj_drop_rate, self.dtype, name="mlp")(y, deterministic)
+        y = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels, name="norm2")(x)
+        y = Mlp(int(x.shape[-1] * cfg.mlp_ratio), cfg.proj_drop_rate, self.dtype, cfg.kernels, name="mlp")(
+            y, deterministic)
         return x + DropPath(self.drop_path)(y, deterministic)
 
 
@@ -86,9 +89,9 @@ class VisionTransformer(nn.Module):
         self.blocks = [Block(cfg, rate, self.dtype) for rate in cfg.drop_path_rates()]
         # timm: the final norm sits on the tokens, or after the pooling (fc_norm) for 'avg'
         if cfg.use_fc_norm:
-            self.fc_norm = LayerNorm(cfg.layer_norm_eps, self.dtype)
+            self.fc_norm = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels)
         else:
-            self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype)
+            self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels)
         self.head_drop = nn.Dropout(cfg.drop_rate)
         if cfg.num_classes > 0:
             self.head = Dense(cfg.num_classes, dtype=self.dtype)

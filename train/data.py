@@ -43,12 +43,13 @@ Split = Union[ArraySplit, FileSplit]
 
 @dataclass
 class Dataset:
+    """A training and a test split, with what the model is built for."""
+
     train: Split
     test: Split
     num_classes: int
     in_chans: int
     img_size: tuple[int, int]
-    classes: list[str]
 
 
 def _stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +70,7 @@ def load_digits(img_size: tuple[int, int], val_split: float, seed: int) -> Datas
     images = (images - images.mean()) / images.std()
     train, test = _stratified_split(digits.target, val_split, seed)
     return Dataset(ArraySplit(images[train], digits.target[train]), ArraySplit(images[test], digits.target[test]),
-                   10, 1, tuple(img_size), [str(i) for i in range(10)])
+                   10, 1, tuple(img_size))
 
 
 def natural_key(text: str) -> list:
@@ -118,7 +119,7 @@ def load_image_folder(root: str | Path, img_size: tuple[int, int], val_split: fl
         tr, te = _stratified_split(files.labels, val_split, seed)
         train = FileSplit(tuple(files.files[i] for i in tr), files.labels[tr])
         test = FileSplit(tuple(files.files[i] for i in te), files.labels[te])
-    return Dataset(train, test, len(classes), 3, tuple(img_size), classes)
+    return Dataset(train, test, len(classes), 3, tuple(img_size))
 
 
 def load_dataset(data: str, img_size: tuple[int, int], val_split: float, seed: int) -> Dataset:

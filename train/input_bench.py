@@ -608,6 +608,7 @@ def table(report: dict, markdown: bool = False) -> str:
 
 
 def write_json(report: dict, path: str | Path) -> Path:
-    from swin_jax.checkpoint_io import _write_atomic
+    """The report as JSON, written atomically."""
+    from swin_jax.checkpoint_io import write_atomic
 
-    return _write_atomic(Path(path), lambda f: f.write(json.dumps(report, indent=1).encode()))
+    return write_atomic(path, lambda f: f.write(json.dumps(report, indent=1).encode()))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
+from swin_jax.checkpoint_io import write_atomic
 from train.config import TrainConfig
 from train.data import ArraySplit, Dataset, load_dataset, mix_parameters
 from train.pipeline import (BatchPlan, Batches, EvalTransform, ShiftTransform, check_state, default_workers,
@@ -193,12 +195,11 @@ class MetricsLog:
     def _write(self) -> None:
         if not self.write:
             return
-        tmp = self.path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, self.FIELDS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, self.FIELDS)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_atomic(self.path, lambda f: f.write(text.getvalue().encode()))
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
@@ -218,10 +219,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     ax_acc.set(xlabel="epoch", ylabel="%", title="test accuracy")
     ax_acc.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    write_atomic(path, lambda f: fig.savefig(f, dpi=100, format="png"))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def torch_accuracy(cfg: TrainConfig, model: Any, weights: Path, data: Dataset, inputs: "Inputs") -> Optional[int]:
@@ -351,7 +350,8 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
             raise ValueError(f"checkpoint {manager.latest_step()}: iterator at step {start}, state at {int(state.step)}")
         log(f"resumed from step {start} (epoch {start / steps_per_epoch:.2f}) in {out / 'checkpoints'}")
     if main_process:
-        (out / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1, default=str))
+        config_text = json.dumps(dataclasses.asdict(cfg), indent=1, default=str)
+        write_atomic(out / "config.json", lambda f: f.write(config_text.encode()))
 
     key = jax.random.PRNGKey(cfg.seed)
     options = swin_jax.compiler_options(model)
@@ -399,7 +399,6 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                mininterval=0.5 if sys.stderr.isatty() else 15.0)  # logs get a line every 15 s
     losses, window_start, seen = [], time.time(), 0
     run_start = time.time()
-    best = (0.0, 0)
     host = host_batches(data.train, train_plan, inputs.train_transform, start, total_steps, workers, cfg.on_bad_image,
                         erase_capacity=inputs.erase_capacity)
     batches = Batches(host, start, total_steps, to_device, identity)
@@ -432,7 +431,6 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                 eval_params = state.ema_params if cfg.ema_decay > 0 else state.params
                 test_loss, test_acc, _, _ = evaluate(eval_params)
                 epoch = done / steps_per_epoch
-                best = max(best, (test_acc, round(epoch)))
                 metrics_log.add(epoch=f"{epoch:.3g}", step=done, train_loss=f"{np.mean(losses):.5f}",
                                 test_loss=f"{test_loss:.5f}", test_acc=f"{test_acc:.5f}",
                                 lr=f"{float(metrics['lr']):.3e}", seconds=f"{time.time() - run_start:.1f}",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
+import io
 import sys
 import time
 from pathlib import Path
@@ -100,16 +100,15 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
 
 def write_predictions(result: dict, path: str | Path) -> Path:
     """Per-image predictions as CSV (file, label, top-5 classes and probabilities), atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["file", "label", "top5", "probs"])
-        for r in result["rows"]:
-            writer.writerow([r["file"], r["label"], " ".join(map(str, r["top"])),
-                             " ".join(f"{p:.6g}" for p in r["probs"])])
-    os.replace(tmp, path)
-    return path
+    from swin_jax.checkpoint_io import write_atomic
+
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["file", "label", "top5", "probs"])
+    for r in result["rows"]:
+        writer.writerow([r["file"], r["label"], " ".join(map(str, r["top"])),
+                         " ".join(f"{p:.6g}" for p in r["probs"])])
+    return write_atomic(path, lambda f: f.write(text.getvalue().encode()))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

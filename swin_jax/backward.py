@@ -1,0 +1,194 @@
+"""Written-out backward passes (`jax.custom_vjp`) for LayerNorm, the MLP and the attention core,
+and the scheduling helpers they use. The `custom_vjp` kernels of `swin_jax.Kernels`.
+
+Each forward here is `swin_jax.reference`'s formula; what differs from JAX's own autodiff is
+what is kept for the backward pass (what torch keeps) and how XLA may schedule it. On XLA:CPU
+the differentiated forwards kept full-size broadcasts and intermediates alive and ran slower
+(docs/PERFORMANCE.md has what each one measured). The GELU form and the way a value is computed
+once into a buffer (`materialize`) are passed in by `swin_jax.kernels`, which makes the choices.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from swin_jax.reference import (at_least_float32, attention_probs, batched_matmul, gelu_erf, gelu_erfc,
+                                layer_norm_parts, linear)
+
+Fn = Callable[[jax.Array], jax.Array]
+
+# ----- scheduling helpers
+
+
+def identity_product(x: jax.Array) -> jax.Array:
+    """`x` again, computed as a product with a 16 x 16 identity matrix. Being a matmul, XLA
+    neither fuses it into its consumers nor merges it (CSE) with the same expression elsewhere.
+
+    It costs 2 x 16 FLOPs per element. Exact for finite values; an inf in `x` turns its row of
+    16 into NaN (inf * 0)."""
+    width = 16 if x.size % 16 == 0 else 1
+    rows = x.reshape(-1, width)
+    eye = jnp.eye(width, dtype=x.dtype)
+    out = jax.lax.dot(rows, eye, precision=jax.lax.Precision.HIGHEST, preferred_element_type=x.dtype)
+    return out.reshape(x.shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def materialize_cotangent(materialize: Fn, x: jax.Array) -> jax.Array:
+    """Identity. In the backward pass, the cotangent arriving here is computed once into a
+    buffer (by `materialize`) before it flows on."""
+    return x
+
+
+def _materialize_cotangent_fwd(materialize: Fn, x: jax.Array) -> tuple[jax.Array, None]:
+    return x, None
+
+
+def _materialize_cotangent_bwd(materialize: Fn, _: None, cotangent: jax.Array) -> tuple[jax.Array]:
+    # Without this XLA:CPU fuses the residual stream's cotangent (an elementwise chain growing
+    # by one block at a time) into every block's backward fusions and re-computes it there:
+    # quadratic in depth.
+    return (materialize(cotangent),)
+
+
+materialize_cotangent.defvjp(_materialize_cotangent_fwd, _materialize_cotangent_bwd)
+
+
+def not_before(x: jax.Array, other: jax.Array) -> jax.Array:
+    """`x`, as a value XLA can only compute once `other` (same leading shape) exists.
+
+    The backward pass re-computes from a forward value; without this XLA either merges the
+    re-computation with the forward's (CSE) or schedules it early, and the result stays alive
+    from the forward pass on: the memory the re-computation was meant to save. Exact: a row
+    comes out zero only where `other` holds a NaN, and that NaN reaches the gradient anyway.
+    (jax.lax.optimization_barrier would say this directly, but XLA:CPU drops it.)"""
+    first = other[..., :1]
+    return jnp.where(first == first, x, jnp.zeros_like(x))
+
+
+def rows(x: jax.Array) -> jax.Array:
+    return x.reshape(-1, x.shape[-1])
+
+
+# ----- LayerNorm
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, dtype: Any) -> jax.Array:
+    """`reference.layer_norm` with a written-out backward pass that keeps the normalised input
+    and 1/std (as torch does). Autodiff of the same forward made XLA:CPU keep full-size
+    broadcasts of `scale` and of 1/std alive for the backward pass, and run slower."""
+    return layer_norm_parts(x, scale, bias, eps, dtype)[0]
+
+
+def _layer_norm_fwd(x, scale, bias, eps, dtype):
+    y, normed, rstd = layer_norm_parts(x, scale, bias, eps, dtype)
+    return y, (normed, rstd, scale, jnp.zeros((0,), x.dtype))  # an empty array carries x's dtype
+
+
+def _layer_norm_bwd(eps, dtype, residuals, d_y):
+    normed, rstd, scale, x_like = residuals
+    g = d_y.astype(normed.dtype)
+    d_scale = rows(g * normed).sum(0).astype(scale.dtype)
+    d_bias = rows(g).sum(0).astype(scale.dtype)
+    d_normed = g * scale
+    d_x = rstd * (d_normed - d_normed.mean(-1, keepdims=True)
+                  - normed * (d_normed * normed).mean(-1, keepdims=True))
+    return d_x.astype(x_like.dtype), d_scale, d_bias
+
+
+layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
+
+
+# ----- GELU derivatives, for the MLP's backward pass
+
+
+def gelu_erfc_derivative(x: jax.Array) -> jax.Array:
+    """d gelu_erfc / dx as autodiff forms it, in >= float32."""
+    x32 = at_least_float32(x)
+    sqrt_half = np.sqrt(0.5).astype(x32.dtype)
+    return (0.5 * jax.lax.erfc(-x32 * sqrt_half) + x32 * (sqrt_half / np.sqrt(np.pi)).astype(x32.dtype)
+            * jnp.exp(-jnp.square(x32 * sqrt_half))).astype(x.dtype)
+
+
+def gelu_erf_derivative(x: jax.Array) -> jax.Array:
+    """d gelu_erf / dx: 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi), in >= float32."""
+    x32 = at_least_float32(x)
+    sqrt_half = np.sqrt(0.5).astype(x32.dtype)
+    return (0.5 * (1 + jax.lax.erf(x32 * sqrt_half)) + x32 * (sqrt_half / np.sqrt(np.pi)).astype(x32.dtype)
+            * jnp.exp(-jnp.square(x32 * sqrt_half))).astype(x.dtype)
+
+
+GELU_DERIVATIVES: dict[Fn, Fn] = {gelu_erf: gelu_erf_derivative, gelu_erfc: gelu_erfc_derivative}
+
+
+# ----- the MLP
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def mlp_core(gelu: Fn, gelu_derivative: Fn, materialize: Fn, x: jax.Array, w1: jax.Array, b1: jax.Array,
+             w2: jax.Array, b2: jax.Array) -> jax.Array:
+    """gelu(x @ w1 + b1) @ w2 + b2 over the last axis of x, keeping for the backward pass only
+    x and the hidden pre-activation (torch keeps those plus the GELU output). The GELU and its
+    derivative are re-computed in the backward pass; autodiff on XLA:CPU kept four hidden-size
+    buffers per block alive instead of one (GELU output, erfc and exp terms, fc1 before bias):
+    about 520 MiB of a Swin-T train step's peak at batch 8."""
+    return linear(gelu(linear(x, w1, b1)), w2, b2)
+
+
+def _mlp_core_fwd(gelu, gelu_derivative, materialize, x, w1, b1, w2, b2):
+    hidden = linear(x, w1, b1)
+    return linear(gelu(hidden), w2, b2), (x, hidden, w1, w2)
+
+
+def _mlp_core_bwd(gelu, gelu_derivative, materialize, residuals, d_out):
+    x, hidden, w1, w2 = residuals
+    hidden = not_before(hidden, d_out)
+    d_out_rows = rows(d_out)
+    d_w2 = rows(gelu(hidden)).T @ d_out_rows
+    d_hidden = (d_out @ w2.T) * gelu_derivative(hidden)
+    # computed once for its three consumers (see materialize_cotangent)
+    d_hidden_rows = materialize(rows(d_hidden))
+    d_x = (d_hidden_rows @ w1.T).reshape(x.shape)
+    return d_x, rows(x).T @ d_hidden_rows, d_hidden_rows.sum(axis=0), d_w2, d_out_rows.sum(axis=0)
+
+
+mlp_core.defvjp(_mlp_core_fwd, _mlp_core_bwd)
+
+
+# ----- the attention core
+
+
+@jax.custom_vjp
+def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
+    """`reference.attention` (softmax(q·kᵀ + bias)·v on (B * heads, N, head_dim) arrays, q
+    already scaled, softmax in >= fp32) with its backward pass written out (softmax and bias
+    gradients), which XLA:CPU runs about twice as fast as the differentiated forward."""
+    return _attention_core_fwd(q, k, v, bias)[0]
+
+
+def _attention_core_fwd(q, k, v, bias):
+    probs = attention_probs(q, k, bias)
+    return batched_matmul(probs, v, 2, 1), (q, k, v, probs, bias)
+
+
+def _attention_core_bwd(residuals, d_out):
+    q, k, v, probs, bias = residuals
+    d_v = batched_matmul(probs, d_out, 1, 1)
+    d_probs = batched_matmul(d_out, v, 2, 2)
+    # softmax backward, dS = P * (dP - rowsum(dP * P)), in the forward softmax's precision
+    softmax_dtype = jnp.promote_types(q.dtype, jnp.float32)
+    p, dp = probs.astype(softmax_dtype), d_probs.astype(softmax_dtype)
+    d_scores = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    d_bias = None
+    if bias is not None:  # the bias was broadcast over the B / G outer batch: sum it out
+        d_bias = d_scores.reshape(-1, *bias.shape).sum(axis=0).astype(bias.dtype)
+    d_scores = d_scores.astype(q.dtype)
+    return batched_matmul(d_scores, k, 2, 1), batched_matmul(d_scores, q, 1, 1), d_v, d_bias
+
+
+attention_core.defvjp(_attention_core_fwd, _attention_core_bwd)
