@@ -31,9 +31,12 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:  # for annotations only: the methods import what they run
+    from train.pipeline import Batches
 
 MEAN = (0.485, 0.456, 0.406)  # timm's IMAGENET_DEFAULT_MEAN / STD
 STD = (0.229, 0.224, 0.225)
