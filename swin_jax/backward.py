@@ -108,19 +108,21 @@ layer_norm.defvjp(_layer_norm_fwd, _layer_norm_bwd)
 
 
 def gelu_erfc_derivative(x: jax.Array) -> jax.Array:
-    """d gelu_erfc / dx as autodiff forms it, in >= float32."""
+    """d gelu_erfc / dx as autodiff forms it, computed and returned in >= float32 (the MLP's
+    backward multiplies it into the cotangent before rounding, as autodiff does)."""
     x32 = at_least_float32(x)
     sqrt_half = np.sqrt(0.5).astype(x32.dtype)
     return (0.5 * jax.lax.erfc(-x32 * sqrt_half) + x32 * (sqrt_half / np.sqrt(np.pi)).astype(x32.dtype)
-            * jnp.exp(-jnp.square(x32 * sqrt_half))).astype(x.dtype)
+            * jnp.exp(-jnp.square(x32 * sqrt_half)))
 
 
 def gelu_erf_derivative(x: jax.Array) -> jax.Array:
-    """d gelu_erf / dx: 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi), in >= float32."""
+    """d gelu_erf / dx: 0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi), computed and
+    returned in >= float32."""
     x32 = at_least_float32(x)
     sqrt_half = np.sqrt(0.5).astype(x32.dtype)
     return (0.5 * (1 + jax.lax.erf(x32 * sqrt_half)) + x32 * (sqrt_half / np.sqrt(np.pi)).astype(x32.dtype)
-            * jnp.exp(-jnp.square(x32 * sqrt_half))).astype(x.dtype)
+            * jnp.exp(-jnp.square(x32 * sqrt_half)))
 
 
 GELU_DERIVATIVES: dict[Fn, Fn] = {gelu_erf: gelu_erf_derivative, gelu_erfc: gelu_erfc_derivative}
@@ -150,7 +152,9 @@ def _mlp_core_bwd(gelu, gelu_derivative, materialize, residuals, d_out):
     hidden = not_before(hidden, d_out)
     d_out_rows = rows(d_out)
     d_w2 = rows(gelu(hidden)).T @ d_out_rows
-    d_hidden = (d_out @ w2.T) * gelu_derivative(hidden)
+    # the product in >= fp32, rounded once (autodiff multiplies the GELU's derivative in the
+    # precision the GELU was computed in)
+    d_hidden = (at_least_float32(d_out @ w2.T) * gelu_derivative(hidden)).astype(hidden.dtype)
     # computed once for its three consumers (see materialize_cotangent)
     d_hidden_rows = materialize(rows(d_hidden))
     d_x = (d_hidden_rows @ w1.T).reshape(x.shape)
@@ -172,18 +176,20 @@ def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.
 
 
 def _attention_core_fwd(q, k, v, bias):
+    # the probabilities are kept as the softmax made them (>= fp32): the softmax's backward
+    # reads them unrounded, as autodiff's and torch's do; in bf16 that keeps 4 bytes per score
+    # instead of 2
     probs = attention_probs(q, k, bias)
-    return batched_matmul(probs, v, 2, 1), (q, k, v, probs, bias)
+    return batched_matmul(probs.astype(q.dtype), v, 2, 1), (q, k, v, probs, bias)
 
 
 def _attention_core_bwd(residuals, d_out):
-    q, k, v, probs, bias = residuals
-    d_v = batched_matmul(probs, d_out, 1, 1)
-    d_probs = batched_matmul(d_out, v, 2, 2)
-    # softmax backward, dS = P * (dP - rowsum(dP * P)), in the forward softmax's precision
-    softmax_dtype = jnp.promote_types(q.dtype, jnp.float32)
-    p, dp = probs.astype(softmax_dtype), d_probs.astype(softmax_dtype)
-    d_scores = p * (dp - (dp * p).sum(axis=-1, keepdims=True))
+    q, k, v, p, bias = residuals
+    d_v = batched_matmul(p.astype(q.dtype), d_out, 1, 1)
+    # softmax backward, dS = P * (dP - rowsum(P * dP)) in the softmax's precision, written as
+    # autodiff transposes jax.nn.softmax's rule (P dP - P rowsum(P dP)): the same roundings
+    p_dp = p * at_least_float32(batched_matmul(d_out, v, 2, 2))
+    d_scores = p_dp - p * p_dp.sum(axis=-1, keepdims=True)
     d_bias = None
     if bias is not None:  # the bias was broadcast over the B / G outer batch: sum it out
         d_bias = d_scores.reshape(-1, *bias.shape).sum(axis=0).astype(bias.dtype)

@@ -5,6 +5,12 @@ see `swin_jax.Kernels`), and the written-out backward passes of `swin_jax.backwa
 the same forward with other bookkeeping for the gradient; the tests compare the two. The
 numerics that decide parity with PyTorch are set here once: LayerNorm's statistics in >= fp32
 with a two-pass variance, the exact GELU computed in >= fp32, the softmax in >= fp32.
+
+In bfloat16 each formula rounds once, where torch's autocast does: every value an op produces
+in >= fp32 (the normalised input, the GELU, a bias added to a product, the probabilities) is
+also what autodiff reads back in the backward pass, so a gradient is summed in >= fp32 and
+rounded to bfloat16 once. The written-out backward passes do the same; the two then agree up
+to that single rounding (the tests count the elements it moves: docs/NUMERICS.md).
 """
 from __future__ import annotations
 
@@ -30,7 +36,9 @@ def layer_norm_parts(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float
     xf = at_least_float32(x)
     mean = xf.mean(-1, keepdims=True)
     rstd = jax.lax.rsqrt(jnp.square(xf - mean).mean(-1, keepdims=True) + eps)
-    y = (x - mean) * (rstd * scale) + bias
+    # xf, not x, on the left: the same value, and x's gradient from its three uses is then summed
+    # in >= fp32 before its one rounding back to x's dtype
+    y = (xf - mean) * (rstd * scale) + bias
     return y.astype(dtype), (xf - mean) * rstd, rstd
 
 
@@ -59,8 +67,13 @@ def gelu_erfc(x: jax.Array) -> jax.Array:
 
 
 def linear(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
-    """x @ kernel + bias over the last axis of x, as nn.Dense computes it."""
-    return jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ()))) + bias
+    """x @ kernel + bias over the last axis of x, as torch's addmm computes it: the product
+    accumulated in >= fp32, the bias added to it there, the sum rounded to x's dtype once. In
+    fp32 that is nn.Dense's arithmetic; in bfloat16 autodiff then also sums the bias gradient
+    over the batch in >= fp32 (a bfloat16 add would have it summed in bfloat16)."""
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    product = jax.lax.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), preferred_element_type=accumulate)
+    return (product + bias.astype(x.dtype)).astype(x.dtype)
 
 
 def mlp(x: jax.Array, w1: jax.Array, b1: jax.Array, w2: jax.Array, b2: jax.Array,
@@ -87,14 +100,14 @@ def add_bias(scores: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
 
 
 def attention_probs(q: jax.Array, k: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
-    """softmax(q·kᵀ + bias) over the last axis, computed in >= fp32 (never a bf16 softmax)."""
-    softmax_dtype = jnp.promote_types(q.dtype, jnp.float32)
-    scores = add_bias(batched_matmul(q, k, 2, 2).astype(softmax_dtype), bias)
-    return jax.nn.softmax(scores, axis=-1).astype(q.dtype)
+    """softmax(q·kᵀ + bias) over the last axis, computed and returned in >= fp32 (never a bf16
+    softmax); the caller rounds it to q's dtype for the product with v."""
+    scores = add_bias(at_least_float32(batched_matmul(q, k, 2, 2)), bias)
+    return jax.nn.softmax(scores, axis=-1)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array],
               dropout: Callable[[jax.Array], jax.Array] = lambda p: p) -> jax.Array:
     """softmax(q·kᵀ + bias)·v on (B * heads, N, head_dim) arrays; q is already scaled.
     `bias` is (G, heads, N, N) or None; `dropout` applies to the probabilities."""
-    return batched_matmul(dropout(attention_probs(q, k, bias)), v, 2, 1)
+    return batched_matmul(dropout(attention_probs(q, k, bias).astype(q.dtype)), v, 2, 1)
