@@ -235,8 +235,15 @@ def test_device_half_normalises_and_erases_like_timm(record):
     images = rng.integers(0, 256, (4, 16, 12, 3)).astype(np.uint8)
     capacity = erasing_capacity(16, 12)
     boxes = np.array([[2, 9, 1, 5], [0, 0, 0, 0], [0, 16, 0, 4], [15, 16, 11, 12]], np.int32)
-    noise = Collate(capacity)([dict(image=im, erase=box, erase_noise=erasing_noise(box, 3, rng))
-                               for im, box in zip(images, boxes)])["erase_noise"]
+    elements = [dict(image=im, erase=box, erase_rng=np.random.default_rng(10 + p))
+                for p, (im, box) in enumerate(zip(images, boxes))]
+    noise = Collate(capacity)(elements)["erase_noise"]
+    for p, box in enumerate(boxes):  # each element's generator drew its box's values into its row
+        drawn = erasing_noise(box, 3, np.random.default_rng(10 + p))
+        np.testing.assert_array_equal(noise[p][:len(drawn)], drawn)
+        assert (noise[p][len(drawn):] == 0).all()
+    with pytest.raises(ValueError, match=r"erasing box \[0, 16, 0, 12\] is larger than its buffer"):
+        Collate(3)([dict(image=images[0], erase=np.array([0, 16, 0, 12]), erase_rng=rng)])
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     plain = np.asarray(prepare_images(images, None, None, mean, std))
     expected = np.stack([normalize(im, mean, std) for im in images])

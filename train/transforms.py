@@ -533,13 +533,20 @@ def erasing_capacity(height: int, width: int, max_area: float = 1 / 3) -> int:
     return int(max_area * height * width) + (height + width) // 2 + 2
 
 
-def erasing_noise(box: Sequence[int], channels: int, rng: np.random.Generator) -> np.ndarray:
+def erasing_noise(box: Sequence[int], channels: int, rng: np.random.Generator,
+                  out: Optional[np.ndarray] = None) -> np.ndarray:
     """The pixel-mode fill of ``box``: N(0, 1) per pixel and channel, drawn after the box as
     timm draws it, as a flat float32 array in row-major (h, w, channels) order (empty when the
-    box is). Only the box's values are drawn and moved; the batch packs them
-    (``train.pipeline.Collate``) and the device writes them in (``train.loop.prepare_images``)."""
+    box is). Only the box's values are drawn and moved: the batch draws them straight into the
+    start of the image's row of its noise buffer (``out``; ``train.pipeline.Collate``) and the
+    device writes them in (``train.loop.prepare_images``)."""
     top, bottom, left, right = (int(v) for v in box)
-    return rng.standard_normal((bottom - top) * (right - left) * channels, dtype=np.float32)
+    size = (bottom - top) * (right - left) * channels
+    if out is None:
+        return rng.standard_normal(size, dtype=np.float32)
+    if size > len(out):
+        raise ValueError(f"erasing box {[top, bottom, left, right]} is larger than its buffer ({len(out) // channels} pixels)")
+    return rng.standard_normal(size, dtype=np.float32, out=out[:size])
 
 
 def place_erasing_noise(box: Sequence[int], buffer: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
