@@ -21,6 +21,24 @@ SWIN_CASES = [
                  marks=pytest.mark.slow),
 ]
 
+# ----- Swin V2
+
+SWINV2 = "swinv2_tiny_window8_256"
+# non-square, no window divides the maps (18x26 -> 9x13 -> 5x7, the window clamping -> 3x4)
+CUSTOM_V2_72x104 = dict(img_size=(72, 104), embed_dim=24, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4))
+# a "12to16"-style model: its position-bias coordinates scaled by smaller pre-training windows
+CUSTOM_V2_PRETRAINED = dict(img_size=(128, 96), embed_dim=24, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4),
+                            pretrained_window_sizes=(6, 6, 4, 2))
+
+SWINV2_CASES = [
+    pytest.param(("tiny256", SWINV2, {}, 2), id="v2-tiny256"),
+    pytest.param(("custom72x104", SWINV2, CUSTOM_V2_72x104, 2), id="v2-custom72x104"),
+    pytest.param(("custom128x96-pretrained6-6-4-2", SWINV2, CUSTOM_V2_PRETRAINED, 2),
+                 id="v2-custom128x96-pretrained6-6-4-2"),
+    pytest.param(("base-window12to16", "swinv2_base_window12to16_192to256", {}, 1), id="v2-base-window12to16",
+                 marks=pytest.mark.slow),
+]
+
 # ----- ViT
 
 AVG = dict(global_pool="avg")  # timm: mean of the patch tokens, then fc_norm

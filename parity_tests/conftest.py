@@ -102,7 +102,8 @@ def timm_model(name: str, **overrides):
 
 def randomize_jax_params(params, seed: int):
     """swin_torch_ref.randomize_parameters' recipe on a Flax params tree: kernels std
-    1/sqrt(fan_in), norm scales 1 + N(0, 0.5), everything else N(0, 1)."""
+    1/sqrt(fan_in), norm scales 1 + N(0, 0.5), logit scales U(0, 2 log 100), everything else
+    N(0, 1)."""
     flat, tree = jax.tree_util.tree_flatten_with_path(params)
     keys = jax.random.split(jax.random.PRNGKey(seed), len(flat))
     out = []
@@ -113,6 +114,8 @@ def randomize_jax_params(params, seed: int):
             out.append(noise / np.sqrt(np.prod(leaf.shape[:-1])))
         elif leaf_name == "scale":
             out.append(1.0 + 0.5 * noise)
+        elif leaf_name == "logit_scale":
+            out.append(2 * np.log(100.0) * jax.random.uniform(key, leaf.shape, leaf.dtype))
         else:
             out.append(noise)
     return tree.unflatten(out)

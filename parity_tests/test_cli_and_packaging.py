@@ -1,5 +1,6 @@
 """The `swin-jax parity` command, and what imports what."""
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -131,6 +132,10 @@ def test_list_models_has_timm_names():
         "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
         "swin_base_patch4_window12_384", "swin_large_patch4_window7_224", "swin_large_patch4_window12_384"])
     assert len(swin_jax.list_models("vit_*")) == 11
+    assert swin_jax.list_models("swinv2*") == sorted(
+        [f"swinv2_{size}_window{w}_256" for size in ("tiny", "small", "base") for w in (8, 16)]
+        + [f"swinv2_{size}_window12{to}" for size in ("base", "large")
+           for to in ("_192", "to16_192to256", "to24_192to384")])
     assert set(swin_jax.list_models()) <= set(timm.list_models())
 
 
@@ -141,6 +146,8 @@ def test_list_models_has_timm_names():
     ("vit_huge_patch14_224", 632_045_800, {"num_classes": 1000}), ("vit_huge_patch14_224", None, {}),
     ("vit_small_patch16_384", None, {}), ("vit_tiny_patch16_224", None, {}),
     ("vit_base_patch32_224", None, {}), ("swin_large_patch4_window12_384", None, {}),
+    ("swinv2_tiny_window8_256", 28_347_154, {}), ("swinv2_base_window12to24_192to384", None, {}),
+    ("swinv2_large_window12_192", None, {}),
 ])
 def test_named_configs_have_timm_parameter_counts(name, params, overrides):
     import jax
@@ -190,6 +197,21 @@ def test_every_named_config_has_timm_keys_and_shapes(name):
     with torch.device("meta"):
         theirs = {k: tuple(v.shape) for k, v in timm.create_model(name, pretrained=False).state_dict().items()}
     assert ours == theirs
+
+
+@pytest.mark.parametrize("name", _all_names())
+def test_every_named_data_config_is_timms(name):
+    """The image preparation of each name (interpolation, crop_pct, mean, std) is timm's for its
+    default pretrained tag, and so is the input size."""
+    import timm
+
+    import swin_jax
+
+    theirs = timm.models.get_pretrained_cfg(name).to_dict()
+    ours = swin_jax.get_data_config(name)
+    assert (ours.interpolation, ours.crop_pct) == (theirs["interpolation"], theirs["crop_pct"])
+    assert np.allclose(ours.mean, theirs["mean"]) and np.allclose(ours.std, theirs["std"])
+    assert tuple(swin_jax.get_config(name).img_size) == tuple(theirs["input_size"][1:])
 
 
 def test_swin_jax_train_command_runs_the_training_cli(tmp_path):

@@ -3,14 +3,14 @@ parameter at O(1) scale; logits and every intermediate within 1e-5 * max(1, max|
 import jax.numpy as jnp
 import pytest
 import torch
-from cases import AVG, CUSTOM_200x264, SWIN_CASES, VIT_CASES
+from cases import AVG, CUSTOM_200x264, SWIN_CASES, SWINV2_CASES, VIT_CASES
 from conftest import FORWARD_TOL, build_case, check_case, nchw_to_nhwc, rel_diff, timm_model
 
 import swin_jax
 import swin_torch_ref
 
 
-@pytest.fixture(scope="module", params=SWIN_CASES + VIT_CASES)
+@pytest.fixture(scope="module", params=SWIN_CASES + SWINV2_CASES + VIT_CASES)
 def case(request):
     return build_case(*request.param)
 

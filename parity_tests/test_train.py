@@ -6,12 +6,13 @@ import socket
 import time
 from pathlib import Path
 
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import GRAD_TOL, randomize_jax_params, rel_diff, run_cli
+from conftest import GRAD_TOL, randomize_jax_params, rel_diff, run_cli, timm_model
 from safetensors.numpy import load_file
 
 import swin_jax
@@ -42,6 +43,30 @@ def test_decay_mask():
     assert not mask["pos_embed"] and not mask["cls_token"]
     swin = swin_jax.param_shapes(swin_jax.create_model(NAME, **ARGS))
     assert not decay_mask(swin)["layers_0"]["blocks_0"]["attn"]["relative_position_bias_table"]
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("swin_tiny_patch4_window7_224", dict(img_size=64, embed_dim=24, depths=(2, 2), num_heads=(2, 2))),
+    ("swinv2_tiny_window8_256", dict(img_size=64, embed_dim=24, depths=(2, 2), num_heads=(2, 2))),
+    ("vit_tiny_patch16_224", dict(img_size=32, depth=2)),
+])
+def test_decay_mask_equals_timms_groups(name, overrides):
+    """The parameters we decay are the ones timm's optimizer factory decays for the same model
+    (`param_groups_weight_decay` with the model's `no_weight_decay()`: 1-D, biases, and for
+    Swin V2 the logit scales and the position-bias MLP)."""
+    from timm.optim._param_groups import param_groups_weight_decay
+
+    from swin_jax.convert import canonical_key
+
+    theirs = timm_model(name, **overrides)
+    groups = param_groups_weight_decay(theirs, 0.05, no_weight_decay_list=theirs.no_weight_decay())
+    by_id = {id(p): n for n, p in theirs.named_parameters()}
+    timm_decayed = {by_id[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    mask = decay_mask(swin_jax.param_shapes(swin_jax.create_model(name, **overrides)))
+    ours = {canonical_key(path) for path, decayed in flax.traverse_util.flatten_dict(mask).items() if decayed}
+    assert ours == timm_decayed
+    if name.startswith("swinv2"):
+        assert not any("cpb_mlp" in k or "logit_scale" in k for k in ours)
 
 
 def test_adamw_matches_torch_for_20_steps(record):

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from swin_jax.reference import (at_least_float32, attention_probs, batched_matmul, gelu_erf, gelu_erfc,
-                                layer_norm_parts, linear)
+                                layer_norm_parts, linear, scale_heads)
 
 Fn = Callable[[jax.Array], jax.Array]
 
@@ -168,33 +168,39 @@ mlp_core.defvjp(_mlp_core_fwd, _mlp_core_bwd)
 
 
 @jax.custom_vjp
-def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
-    """`reference.attention` (softmax(q·kᵀ + bias)·v on (B * heads, N, head_dim) arrays, q
-    already scaled, softmax in >= fp32) with its backward pass written out (softmax and bias
-    gradients), which XLA:CPU runs about twice as fast as the differentiated forward."""
-    return _attention_core_fwd(q, k, v, bias)[0]
+def attention_core(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array],
+                   scale: Optional[jax.Array] = None) -> jax.Array:
+    """`reference.attention` (softmax(q·kᵀ [· scale per head] + bias)·v on (B * heads, N,
+    head_dim) arrays, softmax in >= fp32) with its backward pass written out (softmax, bias and
+    scale gradients), which XLA:CPU runs about twice as fast as the differentiated forward."""
+    return _attention_core_fwd(q, k, v, bias, scale)[0]
 
 
-def _attention_core_fwd(q, k, v, bias):
+def _attention_core_fwd(q, k, v, bias, scale):
     # the probabilities are kept as the softmax made them (>= fp32): the softmax's backward
     # reads them unrounded, as autodiff's and torch's do; in bf16 that keeps 4 bytes per score
     # instead of 2
-    probs = attention_probs(q, k, bias)
-    return batched_matmul(probs.astype(q.dtype), v, 2, 1), (q, k, v, probs, bias)
+    probs = attention_probs(q, k, bias, scale)
+    return batched_matmul(probs.astype(q.dtype), v, 2, 1), (q, k, v, probs, bias, scale)
 
 
 def _attention_core_bwd(residuals, d_out):
-    q, k, v, p, bias = residuals
+    q, k, v, p, bias, scale = residuals
     d_v = batched_matmul(p.astype(q.dtype), d_out, 1, 1)
     # softmax backward, dS = P * (dP - rowsum(P * dP)) in the softmax's precision, written as
     # autodiff transposes jax.nn.softmax's rule (P dP - P rowsum(P dP)): the same roundings
     p_dp = p * at_least_float32(batched_matmul(d_out, v, 2, 2))
     d_scores = p_dp - p * p_dp.sum(axis=-1, keepdims=True)
-    d_bias = None
+    d_bias = d_scale = None
     if bias is not None:  # the bias was broadcast over the B / G outer batch: sum it out
         d_bias = d_scores.reshape(-1, *bias.shape).sum(axis=0).astype(bias.dtype)
+    if scale is not None:  # scores = product * scale: the product re-computed for the scale's gradient
+        heads, (n, m) = scale.shape[0], d_scores.shape[-2:]
+        product = at_least_float32(batched_matmul(not_before(q, d_out), k, 2, 2)).reshape(-1, heads, n, m)
+        d_scale = (d_scores.reshape(-1, heads, n, m) * product).sum(axis=(0, 2, 3)).astype(scale.dtype)
+        d_scores = scale_heads(d_scores, scale)
     d_scores = d_scores.astype(q.dtype)
-    return batched_matmul(d_scores, k, 2, 1), batched_matmul(d_scores, q, 1, 1), d_v, d_bias
+    return batched_matmul(d_scores, k, 2, 1), batched_matmul(d_scores, q, 1, 1), d_v, d_bias, d_scale
 
 
 attention_core.defvjp(_attention_core_fwd, _attention_core_bwd)

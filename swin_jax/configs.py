@@ -174,6 +174,30 @@ class SwinConfig:
 
 
 @dataclass(frozen=True)
+class SwinV2Config(SwinConfig):
+    """Swin Transformer V2 hyper-parameters (timm's `SwinTransformerV2` arguments): V1's, plus
+    `pretrained_window_sizes`, one per stage (an int or a pair; 0: none), the window each stage
+    was pre-trained with. V2's position bias is an MLP on log-spaced relative coordinates; those
+    are scaled by the pre-training window (by the model's own window where it is 0), so weights
+    trained with one window keep their meaning at another."""
+
+    pretrained_window_sizes: tuple[IntPair, ...] = ()  # () or an int: the same for every stage
+
+    family = "swinv2"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sizes = self.pretrained_window_sizes
+        if isinstance(sizes, int) or not sizes:
+            sizes = (sizes or 0,) * self.num_stages
+        if len(sizes) < self.num_stages:
+            raise ValueError(f"pretrained_window_sizes {self.pretrained_window_sizes} needs an entry for each of the "
+                             f"{self.num_stages} stages")
+        # entries past the last stage are unused, as in timm (a named model with fewer stages)
+        object.__setattr__(self, "pretrained_window_sizes", tuple(to_pair(s) for s in sizes[:self.num_stages]))
+
+
+@dataclass(frozen=True)
 class VitConfig:
     """Vision Transformer hyper-parameters (timm's `VisionTransformer` arguments).
 
@@ -262,6 +286,29 @@ MODEL_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
 }
 
 
+def _swinv2(img: int, embed: int, depths: tuple[int, ...], heads: tuple[int, ...], window: int,
+            pretrained_windows: tuple[int, ...] = (), **more: Any) -> tuple[type, dict[str, Any]]:
+    return SwinV2Config, dict(_swin(img, embed, depths, heads, window), pretrained_window_sizes=pretrained_windows, **more)
+
+
+_V2_FROM_12 = (12, 12, 12, 6)  # the 192px ImageNet-22k models' windows (the last stage is 6x6)
+MODEL_CONFIGS.update({
+    "swinv2_tiny_window8_256": _swinv2(256, 96, *_SWIN_T, 8),
+    "swinv2_tiny_window16_256": _swinv2(256, 96, *_SWIN_T, 16),
+    "swinv2_small_window8_256": _swinv2(256, 96, *_SWIN_S, 8),
+    "swinv2_small_window16_256": _swinv2(256, 96, *_SWIN_S, 16),
+    "swinv2_base_window8_256": _swinv2(256, 128, *_SWIN_B, 8),
+    "swinv2_base_window16_256": _swinv2(256, 128, *_SWIN_B, 16),
+    # timm's default weights for these two are ImageNet-22k classifiers
+    "swinv2_base_window12_192": _swinv2(192, 128, *_SWIN_B, 12, num_classes=21841),
+    "swinv2_large_window12_192": _swinv2(192, 192, *_SWIN_L, 12, num_classes=21841),
+    "swinv2_base_window12to16_192to256": _swinv2(256, 128, *_SWIN_B, 16, _V2_FROM_12),
+    "swinv2_base_window12to24_192to384": _swinv2(384, 128, *_SWIN_B, 24, _V2_FROM_12),
+    "swinv2_large_window12to16_192to256": _swinv2(256, 192, *_SWIN_L, 16, _V2_FROM_12),
+    "swinv2_large_window12to24_192to384": _swinv2(384, 192, *_SWIN_L, 24, _V2_FROM_12),
+})
+
+
 def _vit(img: int, patch: int, embed: int, depth: int, heads: int) -> dict[str, Any]:
     return dict(img_size=img, patch_size=patch, embed_dim=embed, depth=depth, num_heads=heads)
 
@@ -299,8 +346,8 @@ class DataConfig:
 DATA_CONFIGS: dict[str, DataConfig] = {
     name: DataConfig(
         crop_pct=1.0 if args["img_size"] >= 384 else 0.9,  # timm's 384 weights are evaluated uncropped
-        mean=IMAGENET_MEAN if config_cls is SwinConfig else INCEPTION_MEAN,
-        std=IMAGENET_STD if config_cls is SwinConfig else INCEPTION_STD)
+        mean=IMAGENET_MEAN if issubclass(config_cls, SwinConfig) else INCEPTION_MEAN,
+        std=IMAGENET_STD if issubclass(config_cls, SwinConfig) else INCEPTION_STD)
     for name, (config_cls, args) in MODEL_CONFIGS.items()
 }
 
@@ -318,7 +365,7 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(name for name in MODEL_CONFIGS if fnmatch.fnmatch(name, pattern))
 
 
-def get_config(name: str, **overrides: Any) -> Union[SwinConfig, VitConfig]:
+def get_config(name: str, **overrides: Any) -> Union[SwinConfig, SwinV2Config, VitConfig]:
     """The config registered as `name`, with `overrides` applied (unknown keys are an error)."""
     if name not in MODEL_CONFIGS:
         close = [n for n in MODEL_CONFIGS if name.split("_")[0] in n]

@@ -172,14 +172,15 @@ def _fused_self_attention(qkv: jax.Array, num_heads: int, implementation: str) -
     return out[:, :n].reshape(batch, n, num_heads * head_dim)
 
 
-def _split_heads(qkv: jax.Array, num_heads: int) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """(B, N, 3 * D) -> q (scaled by head_dim**-0.5), k, v as (B * heads, N, head_dim)."""
+def _split_heads(qkv: jax.Array, num_heads: int, scale_q: bool = True) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(B, N, 3 * D) -> q (scaled by head_dim**-0.5 unless not `scale_q`), k, v as
+    (B * heads, N, head_dim)."""
     batch, n, three_dim = qkv.shape
     head_dim = three_dim // (3 * num_heads)
     # (3, B * heads, N, head_dim): one transpose here, plain batched matmuls after it
     qkv = qkv.reshape(batch, n, 3, num_heads, head_dim).transpose(2, 0, 3, 1, 4)
     qkv = qkv.reshape(3, batch * num_heads, n, head_dim)
-    return qkv[0] * head_dim**-0.5, qkv[1], qkv[2]
+    return (qkv[0] * head_dim**-0.5 if scale_q else qkv[0]), qkv[1], qkv[2]
 
 
 def _merge_heads(out: jax.Array, batch: int, num_heads: int) -> jax.Array:
@@ -229,3 +230,19 @@ def self_attention(qkv: jax.Array, num_heads: int, bias: Optional[jax.Array], ke
         return on_gpu_else(qkv, gpu, elsewhere)
     return unfused_self_attention(qkv, num_heads, bias, "custom_vjp" if choice in ("cudnn", "jax") else choice,
                                   dropout)
+
+
+def cosine_self_attention(qkv: jax.Array, num_heads: int, scale: jax.Array, bias: Optional[jax.Array],
+                          kernels: Kernels, dropout: Optional[Fn] = None) -> jax.Array:
+    """Swin V2's scaled cosine attention on a fused (B, N, 3 * D) qkv projection:
+    softmax(scale_h · (q/|q|)·(k/|k|)ᵀ + bias)·v, q and k normalised as torch's F.normalize,
+    `scale` (heads,) the clamped exp(logit_scale), no head_dim**-0.5. Returns (B, N, D). The core
+    runs `custom_vjp` unless `kernels.attention` is `autodiff` or a dropout is active (no fused
+    kernel takes a per-window bias)."""
+    q, k, v = _split_heads(qkv, num_heads, scale_q=False)
+    q, k = reference.l2_normalize(q), reference.l2_normalize(k)
+    if dropout is not None or kernels.attention == "autodiff":
+        out = reference.attention(q, k, v, bias, dropout or (lambda p: p), scale)
+    else:
+        out = backward.attention_core(q, k, v, bias, scale)
+    return _merge_heads(out, qkv.shape[0], num_heads)

@@ -43,11 +43,12 @@ class LayerNorm(nn.Module):
     eps: float
     dtype: Any = jnp.float32
     kernels: Kernels = Kernels()
+    scale_init: Callable[..., jax.Array] = nn.initializers.ones
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         features = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        scale = self.param("scale", self.scale_init, (features,), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
         return K.layer_norm(x, scale, bias, self.eps, self.dtype, self.kernels)
 

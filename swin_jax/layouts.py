@@ -293,7 +293,8 @@ _LAYOUT_LIST = [
                           ("layers.{i}.blocks.{j}.attn_mask", "attn_mask"))},
     ),
     Layout("timm", "timm's state_dict (also Hugging Face hub copies of timm weights)",
-           r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$", {"swin": (), "vit": ()}, ignored=SWIN_BUFFERS),
+           r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$", {"swin": (), "swinv2": (), "vit": ()},
+           ignored=SWIN_BUFFERS),
     Layout(
         "torchvision", "torchvision's swin_t/s/b and vit_b_16/b_32/l_16/l_32/h_14",
         r"^(features\.0\.0\.weight|encoder\.layers\.encoder_layer_0\.ln_1\.weight)$",

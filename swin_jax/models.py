@@ -7,11 +7,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swin_jax.configs import SwinConfig, VitConfig, get_config
+from swin_jax.configs import SwinConfig, SwinV2Config, VitConfig, get_config
 from swin_jax.swin import SwinTransformer
+from swin_jax.swin_v2 import SwinTransformerV2
 from swin_jax.vit import VisionTransformer
 
-MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer, VitConfig: VisionTransformer}
+MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer, SwinV2Config: SwinTransformerV2,
+                                              VitConfig: VisionTransformer}
 
 
 def create_model(name: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Module:

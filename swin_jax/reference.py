@@ -99,15 +99,35 @@ def add_bias(scores: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
     return (scores.reshape(-1, groups, heads, n, m) + bias).reshape(scores.shape)
 
 
-def attention_probs(q: jax.Array, k: jax.Array, bias: Optional[jax.Array]) -> jax.Array:
-    """softmax(q·kᵀ + bias) over the last axis, computed and returned in >= fp32 (never a bf16
-    softmax); the caller rounds it to q's dtype for the product with v."""
-    scores = add_bias(at_least_float32(batched_matmul(q, k, 2, 2)), bias)
+def scale_heads(scores: jax.Array, scale: Optional[jax.Array]) -> jax.Array:
+    """scores (B * heads, N, N) times a per-head `scale` (heads,), or as they are for None."""
+    if scale is None:
+        return scores
+    heads = scale.shape[0]
+    n, m = scores.shape[-2:]
+    return (scores.reshape(-1, heads, n, m) * scale[:, None, None]).reshape(scores.shape)
+
+
+def attention_probs(q: jax.Array, k: jax.Array, bias: Optional[jax.Array],
+                    scale: Optional[jax.Array] = None) -> jax.Array:
+    """softmax(q·kᵀ [· scale per head] + bias) over the last axis, computed and returned in
+    >= fp32 (never a bf16 softmax); the caller rounds it to q's dtype for the product with v."""
+    scores = add_bias(scale_heads(at_least_float32(batched_matmul(q, k, 2, 2)), scale), bias)
     return jax.nn.softmax(scores, axis=-1)
 
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array],
-              dropout: Callable[[jax.Array], jax.Array] = lambda p: p) -> jax.Array:
-    """softmax(q·kᵀ + bias)·v on (B * heads, N, head_dim) arrays; q is already scaled.
-    `bias` is (G, heads, N, N) or None; `dropout` applies to the probabilities."""
-    return batched_matmul(dropout(attention_probs(q, k, bias).astype(q.dtype)), v, 2, 1)
+              dropout: Callable[[jax.Array], jax.Array] = lambda p: p,
+              scale: Optional[jax.Array] = None) -> jax.Array:
+    """softmax(q·kᵀ [· scale] + bias)·v on (B * heads, N, head_dim) arrays. timm's attention
+    scales q before the product (pass it scaled, `scale` None); Swin V2's cosine attention
+    multiplies the scores by a learned per-head `scale` (heads,) after it. `bias` is
+    (G, heads, N, N) or None; `dropout` applies to the probabilities."""
+    return batched_matmul(dropout(attention_probs(q, k, bias, scale).astype(q.dtype)), v, 2, 1)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+    """torch's F.normalize over the last axis: x / max(||x||_2, eps), the norm in >= fp32."""
+    xf = at_least_float32(x)
+    norm = jnp.sqrt(jnp.sum(jnp.square(xf), axis=-1, keepdims=True))
+    return (xf / jnp.maximum(norm, eps)).astype(x.dtype)

@@ -7,17 +7,22 @@ from typing import Any
 import jax
 import optax
 
-# Never decayed (the Swin / timm recipe), besides every 1-D parameter (norms, biases).
-NO_DECAY_NAMES = ("bias", "relative_position_bias_table", "pos_embed", "cls_token")
+# Never decayed (the Swin / timm recipe), besides every 1-D parameter (norms, biases): these
+# parameters, and everything inside Swin V2's position-bias MLP (timm's `no_weight_decay`).
+NO_DECAY_NAMES = ("bias", "relative_position_bias_table", "pos_embed", "cls_token", "logit_scale")
+NO_DECAY_MODULE_PREFIXES = ("cpb_mlp",)
 
 
 def decay_mask(params: Any) -> Any:
     """True where weight decay applies: matrices and kernels, not 1-D params, biases, bias
-    tables, position embeddings or class tokens. (optax's `mask` marks what *is* decayed.)"""
+    tables, position embeddings, class tokens, Swin V2's logit scales and position-bias MLPs.
+    (optax's `mask` marks what *is* decayed.)"""
 
     def decayed(path: tuple, leaf: Any) -> bool:
-        name = getattr(path[-1], "key", str(path[-1]))
-        return leaf.ndim > 1 and name not in NO_DECAY_NAMES
+        names = [str(getattr(p, "key", p)) for p in path]
+        if any(n.startswith(NO_DECAY_MODULE_PREFIXES) for n in names[:-1]):
+            return False
+        return leaf.ndim > 1 and names[-1] not in NO_DECAY_NAMES
 
     return jax.tree_util.tree_map_with_path(decayed, params)
 

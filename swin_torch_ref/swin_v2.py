@@ -1,0 +1,171 @@
+"""Swin Transformer V2 in plain PyTorch, written from the paper and checked against timm's model.
+
+The state_dict keys and shapes equal timm's `SwinTransformerV2` for the same config (timm saves
+no buffers either), so a timm model loads ours strictly and back. Input is NCHW. No jax here.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from swin_jax.configs import IntPair, SwinV2Config
+from swin_torch_ref.swin import (ClassifierHead, DropPath, Mlp, PatchEmbed, relative_position_index,
+                                 shifted_window_mask, window_partition, window_reverse)
+
+
+def relative_coords_table(window_size: IntPair, pretrained_window_size: IntPair) -> torch.Tensor:
+    """((2wh-1) * (2ww-1), 2) coordinates (dh, dw) of every relative position, each axis divided by
+    the pre-training window - 1 (the window's own when none is set), spread to [-8, 8] and
+    log-spaced: sign(t) * log2(1 + |t|) / 3."""
+    (wh, ww), (ph, pw) = window_size, pretrained_window_size
+    base = (ph, pw) if ph > 0 else (wh, ww)
+    dh = torch.arange(-(wh - 1), wh, dtype=torch.float32) / max(base[0] - 1, 1)
+    dw = torch.arange(-(ww - 1), ww, dtype=torch.float32) / max(base[1] - 1, 1)
+    table = torch.stack(torch.meshgrid(dh, dw, indexing="ij"), dim=-1).reshape(-1, 2) * 8
+    return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+
+
+class CosineWindowAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, window_size: IntPair, pretrained_window_size: IntPair,
+                 qkv_bias: bool, attn_drop: float, proj_drop: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(), nn.Linear(512, num_heads, bias=False))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.register_buffer("relative_coords_table", relative_coords_table(window_size, pretrained_window_size),
+                             persistent=False)
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+        bw, n, c = x.shape
+        bias = None
+        if self.q_bias is not None:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = qkv.reshape(bw, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        attn = attn * torch.clamp(self.logit_scale, max=math.log(100.0)).exp()
+        table = self.cpb_mlp(self.relative_coords_table)  # (entries, heads)
+        position_bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1)
+        attn = attn + 16 * torch.sigmoid(position_bias).unsqueeze(0)
+        if mask is not None:
+            nw = mask.shape[0]
+            attn = (attn.view(-1, nw, self.num_heads, n, n) + mask[None, :, None]).view(-1, self.num_heads, n, n)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(bw, n, c)
+        return self.proj_drop(self.proj(x))
+
+
+class SwinV2Block(nn.Module):
+    """Residual post-norm: x + norm1(attention(x)), x + norm2(mlp(x))."""
+
+    def __init__(self, cfg: SwinV2Config, stage: int, block: int, drop_path: float):
+        super().__init__()
+        dim = cfg.stage_dims[stage]
+        self.window_size, self.shift_size = cfg.block_window_shift(stage, block)
+        self.attn = CosineWindowAttention(dim, cfg.num_heads[stage], self.window_size,
+                                          cfg.pretrained_window_sizes[stage], cfg.qkv_bias, cfg.attn_drop_rate,
+                                          cfg.proj_drop_rate)
+        self.norm1 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self.drop_path = DropPath(drop_path)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.proj_drop_rate)
+        self.norm2 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        mask = None
+        if any(self.shift_size):
+            h, w = cfg.stage_resolution(stage)
+            wh, ww = self.window_size
+            mask = shifted_window_mask((-(-h // wh) * wh, -(-w // ww) * ww), self.window_size, self.shift_size)
+        self.register_buffer("attn_mask", mask, persistent=False)
+
+    def _attention(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, c = x.shape
+        (wh, ww), (sh, sw) = self.window_size, self.shift_size
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        x = F.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))  # after the roll, as timm
+        hp, wp = x.shape[1:3]
+        windows = self.attn(window_partition(x, self.window_size).reshape(-1, wh * ww, c), self.attn_mask)
+        x = window_reverse(windows.view(-1, wh, ww, c), self.window_size, hp, wp)[:, :h, :w]
+        if sh or sw:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.norm1(self._attention(x)))
+        return x + self.drop_path(self.norm2(self.mlp(x)))
+
+
+class PatchMergingV2(nn.Module):
+    """Gather 2x2 neighbours (x00, x10, x01, x11), reduce 4C -> out, then normalise."""
+
+    def __init__(self, dim: int, out_dim: int, eps: float):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+        self.norm = nn.LayerNorm(out_dim, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, h, w, _ = x.shape
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        parts = [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]
+        return self.norm(self.reduction(torch.cat(parts, dim=-1)))
+
+
+class SwinV2Stage(nn.Module):
+    def __init__(self, cfg: SwinV2Config, stage: int):
+        super().__init__()
+        dims = cfg.stage_dims
+        self.downsample = (PatchMergingV2(dims[stage - 1], dims[stage], cfg.layer_norm_eps) if stage > 0
+                           else nn.Identity())
+        rates = cfg.drop_path_rates()[stage]
+        self.blocks = nn.Sequential(*[SwinV2Block(cfg, stage, j, rates[j]) for j in range(cfg.depths[stage])])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class SwinTransformerV2(nn.Module):
+    """Swin V2 with timm's state_dict layout; `forward` takes NCHW images."""
+
+    def __init__(self, cfg: SwinV2Config):
+        super().__init__()
+        self.config = cfg
+        self.patch_embed = PatchEmbed(cfg)
+        self.layers = nn.Sequential(*[SwinV2Stage(cfg, i) for i in range(cfg.num_stages)])
+        self.norm = nn.LayerNorm(cfg.num_features, eps=cfg.layer_norm_eps)
+        self.head = ClassifierHead(cfg.num_features, cfg.num_classes, cfg.drop_rate)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        for stage in self.layers:  # post-norms start at zero: each block begins as the identity
+            for block in stage.blocks:
+                for norm in (block.norm1, block.norm2):
+                    nn.init.zeros_(norm.weight)
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-stage outputs, NHWC (before the final norm)."""
+        x = self.patch_embed(x)
+        outputs = []
+        for stage in self.layers:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Final normalised feature map, NHWC."""
+        return self.norm(self.forward_intermediates(x)[-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
