@@ -45,9 +45,11 @@ def run_cli(program: str, *args: Any, env: Optional[dict] = None, cwd: Path = RO
 def rel_diff(reference, ours, floor: float = 1.0) -> float:
     """max|ours - ref| / max(floor, max|ref|). Floor 1 is the forward tolerance's measure; floor 0
     is plainly relative per tensor (gradients, trained params), and where ref is all zero it is
-    max|ours|."""
+    max|ours|. Non-finite values on one side only: inf."""
     reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
     assert reference.shape == ours.shape, (reference.shape, ours.shape)
+    if not np.array_equal(np.isfinite(reference), np.isfinite(ours)):
+        return float("inf")  # a NaN or inf on one side only (max() over NaN would hide it)
     diff, scale = np.abs(reference - ours).max(), max(floor, np.abs(reference).max())
     return float(diff / scale) if scale > 0 else float(diff)
 

@@ -47,7 +47,7 @@ def _fraction_apart(got, want) -> float:
     return float(np.mean(got != want))
 
 
-def _check_twins(fast, plain, args, cotangent, names, dtype):
+def _check_twins(fast, plain, args, cotangent, names, dtype, rounding_alike: bool = True):
     """Values within 1e-6 and gradients within 1e-5 (relative, per tensor), in fp32 and bf16.
 
     In bf16 both twins compute each value in >= fp32 and round it once, where torch's autocast
@@ -61,7 +61,11 @@ def _check_twins(fast, plain, args, cotangent, names, dtype):
 
     With XLA's excess precision on (the default, what users run) XLA may drop a rounding of an
     intermediate in one twin's program only; then the fast gradient is checked to be no further
-    from the fp32 computation than the plain one is, give or take bf16's resolution (2^-8)."""
+    from the fp32 computation than the plain one is, give or take bf16's resolution (2^-8). So is
+    it where the fp32 sums themselves disagree beyond isolated elements (not `rounding_alike`:
+    Swin V2's score scale up to 100 makes the softmax peaky, and its gradient, P dP - P rowsum(P
+    dP), cancels: two fp32 orders of it then round to different bf16 values in up to 14% of q's
+    gradient, measured, while agreeing to 1e-5 in fp32)."""
     (out, grads), (out_ref, grads_ref) = _twins(fast, plain, args, cotangent)
     assert out.dtype == out_ref.dtype
     if dtype == jnp.float32:
@@ -69,7 +73,7 @@ def _check_twins(fast, plain, args, cotangent, names, dtype):
     else:
         np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(out_ref, np.float32))
     truth = None
-    if dtype == jnp.bfloat16 and not STRICT:
+    if dtype == jnp.bfloat16 and not (STRICT and rounding_alike):
         up = lambda t: t.astype(jnp.float32) if t is not None and jnp.issubdtype(t.dtype, jnp.floating) else t
         truth = _twins(plain, plain, tuple(up(a) for a in args), up(cotangent))[0][1]
     for i, (name, got, want) in enumerate(zip(names, grads, grads_ref)):
@@ -79,7 +83,7 @@ def _check_twins(fast, plain, args, cotangent, names, dtype):
         assert got.dtype == want.dtype, name
         if got.dtype != jnp.bfloat16:  # fp32 gradients (fp32 parameters of a bf16 computation too)
             assert rel_diff(want, got, floor=0.0) <= GRAD_TOL, (name, rel_diff(want, got, floor=0.0))
-        elif STRICT:
+        elif STRICT and rounding_alike:
             assert _fraction_apart(got, want) <= 0.01, (name, _fraction_apart(got, want))
         else:
             assert _norm_rel(got, truth[i]) <= _norm_rel(want, truth[i]) + 2.0**-8, name
@@ -94,7 +98,7 @@ def test_bf16_twins_round_alike():
     done = run_cli("python", "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "twins and bf16",
                    env={"XLA_FLAGS": flags})
     assert done.returncode == 0, done.stdout[-3000:]
-    assert re.search(r"\b14 passed", done.stdout), done.stdout[-500:]
+    assert re.search(r"\b18 passed", done.stdout), done.stdout[-500:]
 
 
 DTYPES = pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16], ids=["fp32", "bf16"])
@@ -140,16 +144,22 @@ def test_mlp_twins(form, materialize, size, dtype):
 @DTYPES
 @SIZES
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
-def test_attention_core_twins(with_bias, size, dtype):
-    """The written-out softmax and bias gradients (the bias summed over the batch it was
-    broadcast to) against autodiff of the same forward."""
+@pytest.mark.parametrize("with_scale", [False, True], ids=["", "scaled"])
+def test_attention_core_twins(with_scale, with_bias, size, dtype):
+    """The written-out softmax, bias and score-scale gradients (the bias summed over the batch
+    it was broadcast to; the per-head scale of Swin V2's cosine attention over everything else)
+    against autodiff of the same forward."""
     groups, heads, n, d, outer = {"small": (4, 3, 10, 8, 2), "window": (4, 3, 49, 32, 2)}[size]
-    keys = jax.random.split(jax.random.PRNGKey(0), 5)
+    keys = jax.random.split(jax.random.PRNGKey(0), 6)
     q, k, v = (jax.random.normal(key, (outer * groups * heads, n, d)).astype(dtype) for key in keys[:3])
+    if with_scale:  # unit-length rows, as cosine attention feeds the core
+        q, k = reference.l2_normalize(q), reference.l2_normalize(k)
     bias = jax.random.normal(keys[3], (groups, heads, n, n)) if with_bias else None
+    scale = jnp.exp(jax.random.uniform(keys[5], (heads,), maxval=np.log(100.0))) if with_scale else None
     cotangent = jax.random.normal(keys[4], q.shape).astype(dtype)
-    _check_twins(backward.attention_core, reference.attention, (q, k, v, bias), cotangent,
-                 ("q", "k", "v", "bias"), dtype)
+    plain = lambda q, k, v, bias, scale: reference.attention(q, k, v, bias, scale=scale)
+    _check_twins(backward.attention_core, plain, (q, k, v, bias, scale), cotangent,
+                 ("q", "k", "v", "bias", "scale"), dtype, rounding_alike=not with_scale)
 
 
 @pytest.mark.parametrize("tokens", [17, 16], ids=["odd-padded", "even"])
@@ -324,6 +334,8 @@ def test_self_attention_dispatch(monkeypatch):
     ("swin_tiny_patch4_window7_224", dict(img_size=(64, 96), embed_dim=32, depths=(2, 2), num_heads=(2, 4),
                                           window_size=5, drop_path_rate=0.0)),
     ("vit_tiny_patch16_224", dict(img_size=(48, 64), depth=2)),
+    ("swinv2_tiny_window8_256", dict(img_size=(64, 96), embed_dim=32, depths=(2, 2), num_heads=(2, 4),
+                                     window_size=5, drop_path_rate=0.0)),
 ])
 def test_models_with_plain_kernels_equal_the_fast_ones(name, overrides):
     """A whole model with every op plain (autodiff, no scheduling helpers) against the default

@@ -127,7 +127,13 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: Optional[jax.Array
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-    """torch's F.normalize over the last axis: x / max(||x||_2, eps), the norm in >= fp32."""
+    """torch's F.normalize over the last axis: x / max(||x||_2, eps), the norm in >= fp32.
+
+    A zero row (Swin V2's keys of padded tokens: zero input, zero key bias) gets torch's
+    gradient: the norm's is 0 there (torch masks it), so x's is the incoming one / eps. A plain
+    sqrt would give inf * 0 = NaN, and the NaN would reach the qkv weights (through zeros)."""
     xf = at_least_float32(x)
-    norm = jnp.sqrt(jnp.sum(jnp.square(xf), axis=-1, keepdims=True))
+    squares = jnp.sum(jnp.square(xf), axis=-1, keepdims=True)
+    nonzero = squares > 0
+    norm = jnp.where(nonzero, jnp.sqrt(jnp.where(nonzero, squares, 1.0)), 0.0)
     return (xf / jnp.maximum(norm, eps)).astype(x.dtype)
