@@ -162,6 +162,12 @@ def test_named_configs_have_timm_parameter_counts(name, params, overrides):
         assert count == sum(p.numel() for p in timm.create_model(name, pretrained=False, **overrides).parameters())
 
 
+def test_parity_cli_swinv2_random_weights():
+    result = run("parity", "swinv2_tiny_window8_256", "--img-size", "72", "104", "--reference", "timm")
+    assert result.returncode == 0, result.stderr
+    assert "stage3" in result.stdout and result.stdout.splitlines()[-1].startswith("PASS")
+
+
 def test_parity_cli_vit_random_weights():
     result = run("parity", "vit_tiny_patch16_224", "--img-size", "64", "96", "--reference", "timm")
     assert result.returncode == 0, result.stderr
@@ -222,11 +228,12 @@ def test_swin_jax_train_command_runs_the_training_cli(tmp_path):
     assert "--coordinator" in help_text and "--accum-steps" in help_text
 
 
-def test_bench_command_writes_table_and_json(tmp_path):
+@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256"])
+def test_bench_command_writes_table_and_json(name, tmp_path):
     import json
 
     out = tmp_path / "bench.json"
-    result = run("bench", "swin_tiny_patch4_window7_224", "--batch", "1", "--img-size", "32", "32", "--train",
+    result = run("bench", name, "--batch", "1", "--img-size", "32", "32", "--train",
                  "--repeats", "2", "--json", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())

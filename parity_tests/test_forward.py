@@ -27,9 +27,10 @@ def test_forward_vs_timm(case, record):
 
 @pytest.mark.parametrize("name, overrides, features_shape", [
     ("swin_tiny_patch4_window7_224", CUSTOM_200x264, (2, 7, 9, 256)),  # final NHWC map
+    ("swinv2_tiny_window8_256", {"img_size": (72, 104), "embed_dim": 24}, (2, 3, 4, 192)),
     ("vit_tiny_patch16_224", {"img_size": (64, 96)}, (2, 1 + 4 * 6, 192)),  # tokens
     ("vit_tiny_patch16_224", {**AVG, "img_size": (64, 96)}, (2, 1 + 4 * 6, 192)),
-], ids=["swin", "vit-token", "vit-avg"])
+], ids=["swin", "swinv2", "vit-token", "vit-avg"])
 def test_headless_features_vs_timm(name, overrides, features_shape, record):
     """num_classes=0 gives the pooled vector; forward_features the final map or token sequence."""
     overrides = {**overrides, "num_classes": 0}

@@ -64,16 +64,18 @@ def test_train_mode_needs_a_dropout_key(drop_path_model):
         apply({"params": params}, x, train=True)
 
 
-def test_bfloat16_compute_within_2e2_of_fp32(record):
-    model = swin_jax.create_model(NAME)
-    model_bf16 = swin_jax.create_model(NAME, dtype=jnp.bfloat16)
+@pytest.mark.parametrize("name", [NAME, "swinv2_tiny_window8_256"])
+def test_bfloat16_compute_within_2e2_of_fp32(name, record):
+    model = swin_jax.create_model(name)
+    model_bf16 = swin_jax.create_model(name, dtype=jnp.bfloat16)
     params = randomize_jax_params(swin_jax.init_params(model, 0), seed=2)
-    x = _images((2, 224, 224, 3))
+    x = _images((2, *model.config.img_size, 3))
     ref = np.asarray(jax.jit(model.apply)({"params": params}, x))
     out = jax.jit(model_bf16.apply)({"params": params}, x)
     assert out.dtype == jnp.bfloat16
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(swin_jax.param_shapes(model_bf16)))
-    assert record("swin bf16 vs fp32 logits (relative)", rel_diff(ref, out, floor=0)) <= 2e-2
+    family = model.config.family
+    assert record(f"{family} bf16 vs fp32 logits (relative)", rel_diff(ref, out, floor=0)) <= 2e-2
 
 
 def test_whole_model_compiles_under_jit():
@@ -104,13 +106,13 @@ def test_unknown_model_and_option_are_named():
 
 
 @pytest.mark.parametrize("option", ["attn_drop_rate", "proj_drop_rate"])
-@pytest.mark.parametrize("name", [NAME, "vit_tiny_patch16_224"])
+@pytest.mark.parametrize("name", [NAME, "swinv2_tiny_window8_256", "vit_tiny_patch16_224"])
 def test_dropout_takes_the_autodiff_path(name, option):
     """With attention dropout (attn_drop_rate) or projection/MLP dropout (proj_drop_rate) > 0,
     train mode drops (keyed by the dropout rng) and still differentiates; at 0, train mode runs
     the written-out attention and MLP backward passes and equals eval mode, values and gradients."""
     size = dict(img_size=(40, 56), embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4) \
-        if name == NAME else dict(img_size=(32, 48), embed_dim=16, depth=2, num_heads=2)
+        if name.startswith("swin") else dict(img_size=(32, 48), embed_dim=16, depth=2, num_heads=2)
     x = _images((2, *size["img_size"], 3))
     for rate in (0.3, 0.0):
         model = swin_jax.create_model(name, **{option: rate}, drop_path_rate=0.0, num_classes=5, **size)

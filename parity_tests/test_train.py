@@ -293,3 +293,21 @@ def test_image_folder_fine_tuning_from_a_timm_checkpoint(tmp_path):
     assert "done:" in result.stdout and "PyTorch (swin_torch_ref) accuracy" in result.stdout
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 3
+
+
+def test_swinv2_fine_tunes_from_a_timm_checkpoint(tmp_path):
+    """`python -m train --model swinv2_...` from a timm SwinTransformerV2 state_dict (other class
+    count: new head), bf16 compute; the exported weights run in swin_torch_ref with the same
+    predictions."""
+    from safetensors.torch import save_file
+
+    v2_args = {**DIGITS["model_args"], "window_size": 4}
+    donor = swin_torch_ref.randomize_parameters(
+        timm_model("swinv2_tiny_window8_256", img_size=32, in_chans=1, num_classes=5, **v2_args), seed=0)
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(tmp_path / "donor.safetensors"))
+    result = run_cli("train", "--preset", "digits", "--model", "swinv2_tiny_window8_256", "--max-steps", 3,
+                     "--out-dir", tmp_path / "run", "--init", tmp_path / "donor.safetensors", "--dtype", "bfloat16",
+                     *[f"--model-arg={k}={v}" for k, v in v2_args.items()])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "timm layout, 5 classes); new 10-class head" in result.stdout
+    assert "done: 3 steps" in result.stdout and "0 image(s) apart" in result.stdout

@@ -164,7 +164,7 @@ def check_parity(
         logits = jax.jit(lambda p, x: jax_model.apply({"params": p}, x))(params, x)
 
     report = ParityReport(name, cfg.img_size, weights, reference, tolerance)
-    label = "stage" if cfg.family == "swin" else "block"
+    label = "stage" if cfg.family.startswith("swin") else "block"
     report.rows = [compare(f"{label}{i}", r, o) for i, (r, o) in enumerate(zip(ref_stages, stages))]
     report.rows.append(compare("logits", ref_logits, logits))
     return report
