@@ -236,11 +236,12 @@ class SwinTransformer(nn.Module):
 
     config: SwinConfig
     dtype: Any = jnp.float32
+    stage_module = SwinStage  # a class attribute, not a field: Swin V2 puts its own stages here
 
     def setup(self) -> None:
         cfg = self.config
         self.patch_embed = PatchEmbed(cfg.embed_dim, cfg.patch_size, cfg.layer_norm_eps, self.dtype, cfg.kernels)
-        self.layers = [SwinStage(cfg, i, self.dtype) for i in range(cfg.num_stages)]
+        self.layers = [self.stage_module(cfg, i, self.dtype) for i in range(cfg.num_stages)]
         self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels)
         self.head = ClassifierHead(cfg.num_classes, cfg.drop_rate, self.dtype)
 

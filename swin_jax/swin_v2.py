@@ -21,8 +21,8 @@ import numpy as np
 
 from swin_jax import kernels as K
 from swin_jax.configs import IntPair, Kernels, SwinV2Config
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, check_images
-from swin_jax.swin import (ClassifierHead, PatchEmbed, cyclic_shift, relative_position_bias, relative_position_index,
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp
+from swin_jax.swin import (SwinTransformer, cyclic_shift, relative_position_bias, relative_position_index,
                            shifted_window_mask, window_partition, window_reverse)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # exp(logit_scale) is clamped at 100
@@ -173,40 +173,9 @@ class SwinV2Stage(nn.Module):
         return x
 
 
-class SwinTransformerV2(nn.Module):
-    """Swin Transformer V2. Input: NHWC float images of `config.img_size`; output: logits.
+class SwinTransformerV2(SwinTransformer):
+    """Swin Transformer V2: V1's model (patch embedding, stages, final norm, head, the same
+    entry points: `forward_features`, `forward_intermediates`, `forward_head`) with V2's stages.
+    `config` is a `SwinV2Config`."""
 
-    `train=True` turns on dropout and drop path and needs `rngs={'dropout': key}`.
-    Other entry points (use with `method=`): `forward_features`, `forward_intermediates`.
-    """
-
-    config: SwinV2Config
-    dtype: Any = jnp.float32
-
-    def setup(self) -> None:
-        cfg = self.config
-        self.patch_embed = PatchEmbed(cfg.embed_dim, cfg.patch_size, cfg.layer_norm_eps, self.dtype, cfg.kernels)
-        self.layers = [SwinV2Stage(cfg, i, self.dtype) for i in range(cfg.num_stages)]
-        self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels)
-        self.head = ClassifierHead(cfg.num_classes, cfg.drop_rate, self.dtype)
-
-    def forward_intermediates(self, x: jax.Array, train: bool = False) -> list[jax.Array]:
-        """The output of every stage, NHWC, before the final norm (timm's intermediates)."""
-        check_images(x, self.config)
-        x = self.patch_embed(x.astype(self.dtype))
-        outputs = []
-        for stage in self.layers:
-            x = stage(x, not train)
-            outputs.append(x)
-        return outputs
-
-    def forward_features(self, x: jax.Array, train: bool = False) -> jax.Array:
-        """The final normalised feature map, NHWC."""
-        return self.norm(self.forward_intermediates(x, train)[-1])
-
-    def forward_head(self, features: jax.Array, train: bool = False, pre_logits: bool = False) -> jax.Array:
-        """Pool the final feature map and classify (or return the pooled vector)."""
-        return self.head(features, not train, pre_logits)
-
-    def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        return self.forward_head(self.forward_features(x, train), train)
+    stage_module = SwinV2Stage

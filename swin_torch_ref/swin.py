@@ -194,11 +194,13 @@ class ClassifierHead(nn.Module):
 class SwinTransformer(nn.Module):
     """Swin V1 with timm's state_dict layout; `forward` takes NCHW images."""
 
+    stage_class: type[nn.Module] = SwinStage  # Swin V2 builds its own stages
+
     def __init__(self, cfg: SwinConfig):
         super().__init__()
         self.config = cfg
         self.patch_embed = PatchEmbed(cfg)
-        self.layers = nn.Sequential(*[SwinStage(cfg, i) for i in range(cfg.num_stages)])
+        self.layers = nn.Sequential(*[self.stage_class(cfg, i) for i in range(cfg.num_stages)])
         self.norm = nn.LayerNorm(cfg.num_features, eps=cfg.layer_norm_eps)
         self.head = ClassifierHead(cfg.num_features, cfg.num_classes, cfg.drop_rate)
         for module in self.modules():

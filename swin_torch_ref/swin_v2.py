@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from swin_jax.configs import IntPair, SwinV2Config
-from swin_torch_ref.swin import (ClassifierHead, DropPath, Mlp, PatchEmbed, relative_position_index,
-                                 shifted_window_mask, window_partition, window_reverse)
+from swin_torch_ref.swin import (DropPath, Mlp, SwinTransformer, relative_position_index, shifted_window_mask,
+                                 window_partition, window_reverse)
 
 
 def relative_coords_table(window_size: IntPair, pretrained_window_size: IntPair) -> torch.Tensor:
@@ -134,38 +134,14 @@ class SwinV2Stage(nn.Module):
         return self.blocks(self.downsample(x))
 
 
-class SwinTransformerV2(nn.Module):
-    """Swin V2 with timm's state_dict layout; `forward` takes NCHW images."""
+class SwinTransformerV2(SwinTransformer):
+    """Swin V2 with timm's state_dict layout: V1's model with V2's stages; NCHW input."""
+
+    stage_class = SwinV2Stage
 
     def __init__(self, cfg: SwinV2Config):
-        super().__init__()
-        self.config = cfg
-        self.patch_embed = PatchEmbed(cfg)
-        self.layers = nn.Sequential(*[SwinV2Stage(cfg, i) for i in range(cfg.num_stages)])
-        self.norm = nn.LayerNorm(cfg.num_features, eps=cfg.layer_norm_eps)
-        self.head = ClassifierHead(cfg.num_features, cfg.num_classes, cfg.drop_rate)
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-        for stage in self.layers:  # post-norms start at zero: each block begins as the identity
+        super().__init__(cfg)
+        for stage in self.layers:  # post-norms start at zero, as timm's: each block begins as the identity
             for block in stage.blocks:
                 for norm in (block.norm1, block.norm2):
                     nn.init.zeros_(norm.weight)
-
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per-stage outputs, NHWC (before the final norm)."""
-        x = self.patch_embed(x)
-        outputs = []
-        for stage in self.layers:
-            x = stage(x)
-            outputs.append(x)
-        return outputs
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Final normalised feature map, NHWC."""
-        return self.norm(self.forward_intermediates(x)[-1])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
