@@ -75,6 +75,21 @@ def test_window_partition_and_reverse(shape, window):
     )
 
 
+@pytest.mark.parametrize("shape", [(2, 6, 8, 3), (1, 7, 5, 2)], ids=["even", "odd"])
+def test_merge_2x2_neighbours_is_timms_gather(shape):
+    """The patch-merging gather (both versions): timm V2's PatchMerging with its linear layer set
+    to the identity returns exactly its gathered, padded neighbourhoods."""
+    from timm.models.swin_transformer_v2 import PatchMerging
+
+    x = np.random.default_rng(2).normal(size=shape).astype(np.float32)
+    theirs = PatchMerging(shape[-1], out_dim=4 * shape[-1])
+    with torch.no_grad():
+        theirs.reduction.weight.copy_(torch.eye(4 * shape[-1]))
+        theirs.norm = torch.nn.Identity()
+        expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(np.asarray(swin.merge_2x2_neighbours(jnp.asarray(x))), expected)
+
+
 def test_cyclic_shift_is_torch_roll():
     x = np.arange(2 * 5 * 7 * 3, dtype=np.float32).reshape(2, 5, 7, 3)
     ours = swin.cyclic_shift(jnp.asarray(x), (2, 3))

@@ -44,6 +44,16 @@ def cyclic_shift(x: jax.Array, shift: IntPair, reverse: bool = False) -> jax.Arr
     return jnp.roll(x, (sign * shift[0], sign * shift[1]), axis=(1, 2))
 
 
+def merge_2x2_neighbours(x: jax.Array) -> jax.Array:
+    """(B, H, W, C) -> (B, ceil(H/2), ceil(W/2), 4C): each 2x2 neighbourhood concatenated in the
+    order x00, x10, x01, x11 (the row offset varies first), odd sizes padded by a row/column."""
+    b, h, w, c = x.shape
+    x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))
+    h, w = h + h % 2, w + w % 2
+    # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C)
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
+
+
 def relative_position_index(window_size: IntPair) -> np.ndarray:
     """(N, N) index into the (2wh-1)(2ww-1) bias table for tokens t = h * ww + w of a window."""
     wh, ww = window_size
@@ -162,12 +172,7 @@ class PatchMerging(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, c = x.shape
-        x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # odd sizes gain a row/column
-        h, w = h + h % 2, w + w % 2
-        # (B, H/2, dh, W/2, dw, C) -> (B, H/2, W/2, dw, dh, C): order x00, x10, x01, x11.
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
-        x = LayerNorm(self.eps, self.dtype, self.kernels, name="norm")(x)
+        x = LayerNorm(self.eps, self.dtype, self.kernels, name="norm")(merge_2x2_neighbours(x))
         return Dense(self.out_dim, use_bias=False, dtype=self.dtype, name="reduction")(x)
 
 

@@ -22,8 +22,8 @@ import numpy as np
 from swin_jax import kernels as K
 from swin_jax.configs import IntPair, Kernels, SwinV2Config
 from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp
-from swin_jax.swin import (SwinTransformer, cyclic_shift, relative_position_bias, relative_position_index,
-                           shifted_window_mask, window_partition, window_reverse)
+from swin_jax.swin import (SwinTransformer, cyclic_shift, merge_2x2_neighbours, relative_position_bias,
+                           relative_position_index, shifted_window_mask, window_partition, window_reverse)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # exp(logit_scale) is clamped at 100
 
@@ -143,11 +143,7 @@ class PatchMergingV2(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        b, h, w, c = x.shape
-        x = jnp.pad(x, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)))  # odd sizes gain a row/column
-        h, w = h + h % 2, w + w % 2
-        x = x.reshape(b, h // 2, 2, w // 2, 2, c).transpose(0, 1, 3, 4, 2, 5).reshape(b, h // 2, w // 2, 4 * c)
-        x = Dense(self.out_dim, use_bias=False, dtype=self.dtype, name="reduction")(x)
+        x = Dense(self.out_dim, use_bias=False, dtype=self.dtype, name="reduction")(merge_2x2_neighbours(x))
         return LayerNorm(self.eps, self.dtype, self.kernels, name="norm")(x)
 
 
