@@ -12,8 +12,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from swin_jax.checkpoint_io import read_checkpoint
-from swin_jax.configs import MODEL_CONFIGS, SwinConfig, VitConfig
-from swin_jax.layouts import LAYOUTS, TRANSFORMS, detect_layout, to_numpy
+from swin_jax.configs import MODEL_CONFIGS, SwinConfig, SwinV2Config, VitConfig
+from swin_jax.layouts import FAMILY_NAMES, LAYOUTS, TRANSFORMS, detect_family, detect_layout, take_part, to_numpy
+
+CONFIG_CLASSES = {"swin": SwinConfig, "swinv2": SwinV2Config, "vit": VitConfig}
 
 
 @dataclass
@@ -25,61 +27,128 @@ class CheckpointInfo:
     matches: list[str] = field(default_factory=list)  # registered models with this architecture
     num_params: int = 0
     num_tensors: int = 0
+    unrecorded: dict[str, str] = field(default_factory=dict)  # fields the file does not record: why
 
     def summary(self) -> str:
         lines = [f"layout      {self.layout} ({LAYOUTS[self.layout].description})",
-                 f"family      {self.family}",
+                 f"family      {self.family} ({FAMILY_NAMES[self.family]})",
                  f"parameters  {self.num_params:,} in {self.num_tensors} tensors"]
         for key, value in self.config.items():
             note = "  (guessed: not stored in the weights)" if key in self.guessed else ""
-            lines.append(f"{key:<12}{value}{note}")
+            lines.append(f"{key:<11} {value}{note}")
+        lines += [f"{key:<11} not recorded: {why}" for key, why in self.unrecorded.items()]
         lines.append(f"matches     {', '.join(self.matches) if self.matches else 'no registered model (a custom config)'}")
         return "\n".join(lines)
 
 
-def canonical_tensors(state_dict: Mapping[str, Any], layout: str, family: str) -> dict[str, np.ndarray]:
-    """The checkpoint's tensors under timm's keys and in timm's shapes (split tensors joined)."""
+def canonical_tensors(state_dict: Mapping[str, Any], layout: str, family: str,
+                      buffers: bool = False) -> dict[str, np.ndarray]:
+    """The checkpoint's tensors under timm's keys and in timm's shapes (split tensors joined, a
+    shared tensor's slices taken apart). With `buffers`: its saved buffers instead, under the
+    keys timm gives them."""
     lay = LAYOUTS[layout]
     parts: dict[str, dict[int, Any]] = {}
     transforms: dict[str, str] = {}
     for key, value in state_dict.items():
-        if lay.is_ignored(key):
+        if lay.is_ignored(key) != buffers:
             continue
-        canonical, part, transform = lay.canonical(family, key)
-        parts.setdefault(canonical, {})[part] = value
-        transforms[canonical] = transform
+        for match in lay.canonical(family, key):
+            parts.setdefault(match.canonical, {})[match.index] = take_part(to_numpy(value), match.part)
+            transforms[match.canonical] = match.transform
     out = {}
     for canonical, pieces in parts.items():
-        ordered = [to_numpy(pieces[i]) for i in sorted(pieces)]
+        ordered = [pieces[i] for i in sorted(pieces)]
         out[canonical] = TRANSFORMS[transforms[canonical]][1](ordered, None)
     return out
 
 
 def _family(layout: str, keys: list[str]) -> str:
-    lay = LAYOUTS[layout]
-    for family, marker in (("swin", "layers.0.blocks.0.norm1.weight"), ("vit", "blocks.0.norm1.weight")):
-        if family in lay.families() and any(lay.canonical(family, k)[0] == marker for k in keys):
-            return family
-    raise ValueError(f"the checkpoint's keys fit neither a Swin nor a ViT in the {layout} layout")
+    family = detect_family(layout, keys)
+    if family is None:
+        raise ValueError(f"the checkpoint's keys fit neither a Swin, a Swin V2 nor a ViT in the {layout} layout")
+    return family
 
 
-def _swin_config(t: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+def _swin_common(t: dict[str, np.ndarray], heads_key: str, heads_axis: int) -> dict[str, Any]:
+    """What V1 and V2 weights fix alike: widths, depths, heads (axis `heads_axis` of each stage's
+    `heads_key`), patch, channels, MLP ratio, classes."""
     embed, in_chans, patch, _ = t["patch_embed.proj.weight"].shape
     blocks = [re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", k) for k in t]
     depth_of: dict[int, int] = {}
     for m in filter(None, blocks):
         depth_of[int(m[1])] = max(depth_of.get(int(m[1]), 0), int(m[2]) + 1)
     stages = range(len(depth_of))
-    heads = tuple(int(t[f"layers.{i}.blocks.0.attn.relative_position_bias_table"].shape[1]) for i in stages)
+    head = t.get("head.fc.weight")
+    return dict(embed_dim=int(embed), depths=tuple(depth_of[i] for i in stages),
+                num_heads=tuple(int(t[heads_key.format(i=i)].shape[heads_axis]) for i in stages),
+                patch_size=int(patch), in_chans=int(in_chans),
+                mlp_ratio=t["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / embed,
+                num_classes=0 if head is None else int(head.shape[0]))
+
+
+def _swin_config(t: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
+    config = _swin_common(t, "layers.{i}.blocks.0.attn.relative_position_bias_table", 1)  # (entries, heads)
     side = math.isqrt(t["layers.0.blocks.0.attn.relative_position_bias_table"].shape[0])
     window = (side + 1) // 2
-    head = t.get("head.fc.weight")
-    config = dict(embed_dim=int(embed), depths=tuple(depth_of[i] for i in stages), num_heads=heads,
-                  window_size=(window, window), patch_size=int(patch), in_chans=int(in_chans),
-                  mlp_ratio=t["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / embed,
-                  num_classes=0 if head is None else int(head.shape[0]),
+    config = dict(config, window_size=(window, window),
                   img_size=(32 * window, 32 * window))  # timm's names: window 7 at 224, 12 at 384
     return config, ["img_size"]
+
+
+NOT_IN_V2_WEIGHTS = "Swin V2's position bias is continuous, so its weights load at any {}"
+
+
+def _pretrained_window(table: np.ndarray) -> tuple[int, int]:
+    """The pre-training window a saved (1, 2wh-1, 2ww-1, 2) coordinates table was scaled by
+    (0 where by the block's own window), inverting sign(t) log2(8 |d| / (p - 1) + 1) / 3 at the
+    farthest offset d = w - 1."""
+    out = []
+    for axis in range(2):
+        window = (table.shape[1 + axis] + 1) // 2
+        farthest = float(np.abs(table[0, ..., axis]).max())
+        if window == 1 or farthest == 0:
+            out.append(0)
+            continue
+        divisor = round(8 * (window - 1) / (2 ** (3 * farthest) - 1))
+        out.append(0 if divisor == window - 1 else divisor + 1)
+    return out[0], out[1]
+
+
+def _swinv2_config(t: dict[str, np.ndarray], buffers: dict[str, np.ndarray]
+                   ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """V2's config: heads from `logit_scale`; window and pre-training windows from the saved
+    coordinate tables (official and torchvision files), image size from the saved masks."""
+    config = _swin_common(t, "layers.{i}.blocks.0.attn.logit_scale", 0)  # (heads, 1, 1)
+    unrecorded: dict[str, str] = {}
+    guessed: list[str] = []
+    tables = {k: v for k, v in buffers.items() if k.endswith("attn.relative_coords_table") and v.ndim == 4}
+    if not tables:
+        unrecorded["window_size"] = NOT_IN_V2_WEIGHTS.format("window") + " (this file saves no coordinate tables)"
+    else:  # stages whose map is smaller than the window shrink it: the largest is the model's
+        windows = [((v.shape[1] + 1) // 2, (v.shape[2] + 1) // 2) for v in tables.values()]
+        config["window_size"] = (max(w[0] for w in windows), max(w[1] for w in windows))
+        firsts = [tables.get(f"layers.{i}.blocks.0.attn.relative_coords_table") for i in range(len(config["depths"]))]
+        pretrained = tuple(_pretrained_window(v) if v is not None else (0, 0) for v in firsts)
+        if any(any(p) for p in pretrained):
+            config["pretrained_window_sizes"] = tuple(p[0] if p[0] == p[1] else p for p in pretrained)
+    masks = {int(m[1]): buffers[m[0]] for m in map(re.compile(r"layers\.(\d+)\.blocks\.\d+\.attn_mask").fullmatch,
+                                                    buffers) if m}
+    size = None
+    if masks:  # the first shifted stage's (windows, N, N) mask covers its map: a square map assumed
+        stage = min(masks)
+        table = tables.get(f"layers.{stage}.blocks.0.attn.relative_coords_table")
+        if table is not None:
+            wh, ww = (table.shape[1] + 1) // 2, (table.shape[2] + 1) // 2
+            area = masks[stage].shape[0] * wh * ww
+            side = math.isqrt(area)
+            if side * side == area and side % wh == 0 and side % ww == 0:
+                size = side * config["patch_size"] * 2 ** stage
+    if size is not None:
+        config["img_size"] = (size, size)
+        guessed.append("img_size")
+    else:
+        unrecorded["img_size"] = NOT_IN_V2_WEIGHTS.format("image size")
+    return config, guessed, unrecorded
 
 
 def _vit_config(t: dict[str, np.ndarray], heads_hint: Optional[int]) -> tuple[dict[str, Any], list[str]]:
@@ -103,21 +172,31 @@ def _vit_config(t: dict[str, np.ndarray], heads_hint: Optional[int]) -> tuple[di
     return config, guessed
 
 
-ARCHITECTURE = {"swin": ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "in_chans", "mlp_ratio"),
+_SWIN_ARCHITECTURE = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "in_chans", "mlp_ratio")
+ARCHITECTURE = {"swin": _SWIN_ARCHITECTURE, "swinv2": _SWIN_ARCHITECTURE,
                 "vit": ("embed_dim", "depth", "num_heads", "patch_size", "in_chans", "mlp_ratio", "class_token")}
 
 
 def _matches(family: str, config: dict[str, Any]) -> list[str]:
-    config_cls = SwinConfig if family == "swin" else VitConfig
+    """Registered models of the family with the checkpoint's architecture; fields the file does
+    not record (a V2 file's window) are left out of the comparison."""
+    config_cls = CONFIG_CLASSES[family]
+    compared = [k for k in ARCHITECTURE[family] if k in config]
     out = []
     for name, (cls, args) in MODEL_CONFIGS.items():
         if cls is not config_cls:
             continue
         registered = dataclasses.asdict(cls(**args))
         mine = dataclasses.asdict(cls(**{k: v for k, v in config.items() if k in registered}))
-        if all(registered[k] == mine[k] for k in ARCHITECTURE[family]):
+        if all(registered[k] == mine[k] for k in compared):
             out.append(name)
-    return sorted(out, key=lambda n: (MODEL_CONFIGS[n][1].get("img_size") != config.get("img_size", (0, 0))[0], n))
+
+    def order(name: str) -> tuple:  # the recorded image size first, then the recorded pre-training windows
+        args = MODEL_CONFIGS[name][1]
+        return (args.get("img_size") != config.get("img_size", (0, 0))[0],
+                tuple(args.get("pretrained_window_sizes", ())) != config.get("pretrained_window_sizes", ()), name)
+
+    return sorted(out, key=order)
 
 
 def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> CheckpointInfo:
@@ -126,14 +205,17 @@ def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> Che
     layout = layout or detect_layout(keys)
     family = _family(layout, keys)
     tensors = canonical_tensors(state_dict, layout, family)
+    unrecorded: dict[str, str] = {}
     if family == "swin":
         config, guessed = _swin_config(tensors)
+    elif family == "swinv2":
+        config, guessed, unrecorded = _swinv2_config(tensors, canonical_tensors(state_dict, layout, family, buffers=True))
     else:
         query = next((v for k, v in state_dict.items() if k.endswith("query/kernel")), None)  # Google: (D, heads, hd)
         config, guessed = _vit_config(tensors, None if query is None else int(np.shape(query)[1]))
     kept = [v for k, v in state_dict.items() if not LAYOUTS[layout].is_ignored(k)]
     info = CheckpointInfo(layout, family, config, guessed, num_tensors=len(kept),
-                          num_params=sum(int(np.prod(np.shape(v))) for v in kept))
+                          num_params=sum(int(np.prod(np.shape(v))) for v in kept), unrecorded=unrecorded)
     info.matches = _matches(family, config)
     return info
 

@@ -17,12 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from swin_jax.layouts import LAYOUTS, TRANSFORMS, Layout, bind_template, detect_layout, get_layout, to_numpy
+from swin_jax.layouts import (FAMILY_NAMES, LAYOUTS, TRANSFORMS, WHOLE, Layout, bind_template, detect_family,
+                              detect_layout, get_layout, join_parts, take_part, to_numpy)
 from swin_jax.models import param_shapes
 from swin_jax.resample import resample_pos_embed, resize_rel_pos_bias_table
 
 __all__ = [
-    "LAYOUTS", "CheckpointMismatchError", "detect_layout", "from_torch", "to_torch", "get_layout", "params_as_timm",
+    "LAYOUTS", "CheckpointFamilyError", "CheckpointMismatchError", "detect_layout", "from_torch", "to_torch",
+    "get_layout", "params_as_timm",
 ]
 
 # (Flax leaf name, ndim) -> axis permutation taking the Flax tensor to the PyTorch tensor.
@@ -58,13 +60,18 @@ def _swin_block_buffer(kind: str, config: Any, i: int, j: int) -> np.ndarray | N
     window, shift = config.block_window_shift(i, j)
     if kind == "relative_position_index":
         return relative_position_index(window).astype(np.int64)
-    if kind == "relative_position_index_flat":
+    if kind == "relative_position_index_flat":  # torchvision
         return relative_position_index(window).astype(np.int64).reshape(-1)
     if kind == "attn_mask":
         if not any(shift):
             return None
         padded = tuple(-(-r // w) * w for r, w in zip(config.stage_resolution(i), window))
         return shifted_window_mask(padded, window, shift)
+    if kind == "relative_coords_table":  # Swin V2: (1, 2wh-1, 2ww-1, 2) float32, scaled by the pre-training window
+        from swin_jax.swin_v2 import relative_coords_table
+
+        table = relative_coords_table(window, config.pretrained_window_sizes[i])
+        return table.reshape(1, 2 * window[0] - 1, 2 * window[1] - 1, 2)
     raise ValueError(f"unknown buffer kind {kind!r}")
 
 
@@ -85,6 +92,19 @@ class CheckpointMismatchError(ValueError):
         super().__init__("\n".join(lines))
 
 
+class CheckpointFamilyError(ValueError):
+    """A checkpoint of one model family (Swin V1, Swin V2, ViT) given to a model of another."""
+
+    def __init__(self, found: str, expected: str, layout: str, model_name: str):
+        from swin_jax.configs import MODEL_CONFIGS
+
+        self.found, self.expected = found, expected
+        names = [n for n, (cls, _) in MODEL_CONFIGS.items() if cls.family == found][:2]
+        super().__init__(
+            f"the checkpoint holds a {FAMILY_NAMES[found]} ({found} family, {layout} layout), but {model_name} is a "
+            f"{FAMILY_NAMES[expected]} ({expected}): load it into a {found} model such as {' or '.join(names)}")
+
+
 @dataclass(frozen=True)
 class _Spec:
     """Where one Flax parameter lives in a layout."""
@@ -95,7 +115,8 @@ class _Spec:
     flax_shape: tuple[int, ...]
     keys: tuple[str, ...]  # layout keys
     transform: str
-    shapes: tuple[tuple[int, ...], ...]  # layout shapes
+    shapes: tuple[tuple[int, ...], ...]  # layout shapes (whole tensors, where this fills a slice of each)
+    part: tuple[int, int] = WHOLE  # (index, count): the slice of each layout tensor this parameter fills
 
     @property
     def canonical_shape(self) -> tuple[int, ...]:
@@ -124,11 +145,12 @@ def _specs(model: nn.Module, layout: Layout) -> list[_Spec]:
     for path, leaf in traverse_util.flatten_dict(param_shapes(model)).items():
         axes = TORCH_FROM_FLAX_AXES.get((path[-1], len(leaf.shape)), tuple(range(len(leaf.shape))))
         canonical = canonical_key(path)
-        keys, transform = layout.plan(model.config.family, canonical)
-        to_layout = TRANSFORMS[transform][0]
+        plan = layout.plan(model.config.family, canonical)
+        to_layout = TRANSFORMS[plan.transform][0]
         shape = jax.ShapeDtypeStruct(tuple(leaf.shape[a] for a in axes), jnp.float32)
-        shapes = tuple(tuple(s.shape) for s in jax.eval_shape(lambda t: to_layout(t, model.config), shape))
-        specs.append(_Spec(canonical, path, axes, tuple(leaf.shape), keys, transform, shapes))
+        shapes = tuple((s.shape[0] * plan.part[1], *s.shape[1:])
+                       for s in jax.eval_shape(lambda t: to_layout(t, model.config), shape))
+        specs.append(_Spec(canonical, path, axes, tuple(leaf.shape), plan.keys, plan.transform, shapes, plan.part))
     return specs
 
 
@@ -160,17 +182,24 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
     """Convert a checkpoint's tensors (torch tensors or numpy arrays, keyed as in `layout`) into
     `model`'s params pytree. Without `layout`, it is detected from the keys (`detect_layout`).
 
-    Saved buffers (`relative_position_index`, `attn_mask`) are ignored. With `resize`, tensors
-    made for another image or window size are resized as timm does: ViT position embeddings
-    (bicubic, antialiased) and Swin relative position bias tables (timm's table interpolation).
-    Any missing, unexpected or mis-shaped key raises one `CheckpointMismatchError` listing all.
+    Saved buffers (`relative_position_index`, `attn_mask`, V2's `relative_coords_table`) are
+    ignored, so Swin V2 weights load at any window (its position bias is continuous). With
+    `resize`, tensors made for another image or window size are resized as timm does: ViT
+    position embeddings (bicubic, antialiased) and Swin relative position bias tables (timm's
+    table interpolation). A checkpoint of another model family raises `CheckpointFamilyError`;
+    any other missing, unexpected or mis-shaped key raises one `CheckpointMismatchError` listing all.
     """
     layout = get_layout(layout or detect_layout(list(state_dict)))
     specs = _specs(model, layout)
     tensors = {k: to_numpy(v) for k, v in state_dict.items() if not layout.is_ignored(k)}
     claimed = {k for s in specs for k in s.keys}
-    missing = [(k, shape) for s in specs for k, shape in zip(s.keys, s.shapes) if k not in tensors]
+    # a key that several parameters share (their slices of it) is listed once
+    missing = list(dict.fromkeys((k, shape) for s in specs for k, shape in zip(s.keys, s.shapes) if k not in tensors))
     unexpected = [(k, tuple(v.shape)) for k, v in tensors.items() if k not in claimed]
+    if missing or unexpected:
+        found = detect_family(layout, list(tensors))
+        if found is not None and found != model.config.family:
+            raise CheckpointFamilyError(found, model.config.family, layout.name, type(model).__name__)
     misshaped, flat = [], {}
     for s in _progress(specs, progress, "converting"):
         if any(k not in tensors for k in s.keys):
@@ -178,7 +207,7 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
         parts = [tensors[k] for k in s.keys]
         got = tuple(tuple(p.shape) for p in parts)
         if got == s.shapes:
-            canonical = TRANSFORMS[s.transform][1](parts, model.config)
+            canonical = TRANSFORMS[s.transform][1]([take_part(p, s.part) for p in parts], model.config)
         else:
             canonical = _resized(s, parts, model.config) if resize else None
             if canonical is None:
@@ -188,7 +217,7 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
     if missing or unexpected or misshaped:
         raise CheckpointMismatchError(
             f"checkpoint does not match the {type(model).__name__} model ({layout.name} layout)",
-            missing, unexpected, misshaped)
+            missing, unexpected, list(dict.fromkeys(misshaped)))
     return traverse_util.unflatten_dict(flat)
 
 
@@ -198,7 +227,9 @@ def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout =
     of numpy arrays keyed as in `layout`; for PyTorch layouts, `torch.from_numpy` each to load it.
 
     With `buffers`, the non-parameter buffers that the layout's library loads strictly (torchvision's
-    and Microsoft's saved `relative_position_index`, `attn_mask`) are written too."""
+    and Microsoft's saved `relative_position_index`, `attn_mask`, and Swin V2's
+    `relative_coords_table`) are written too. Slices of a layout tensor that no parameter fills
+    are zeros (the key third of torchvision's Swin V2 `qkv.bias`)."""
     layout = get_layout(layout)
     specs = _specs(model, layout)
     by_path = {s.flax_path: s for s in specs}
@@ -213,19 +244,22 @@ def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout =
         raise CheckpointMismatchError(
             f"params do not match the {type(model).__name__} model", missing, unexpected, misshaped
         )
-    out = {}
+    pieces: dict[str, dict[int, np.ndarray]] = {}  # layout key -> {slice index: tensor}
+    counts: dict[str, int] = {}
     for s in _progress(specs, progress, "converting"):
         canonical = np.transpose(np.asarray(flat[s.flax_path]), s.axes)
         for key, tensor in zip(s.keys, TRANSFORMS[s.transform][0](canonical, model.config)):
-            # np.array copies: writable, C-ordered arrays that torch.from_numpy takes without warnings
-            out[key] = np.array(tensor, order="C")
+            pieces.setdefault(key, {})[s.part[0]] = np.asarray(tensor)
+            counts[key] = s.part[1]
+    # join_parts copies: writable, C-ordered arrays that torch.from_numpy takes without warnings
+    out = {key: join_parts(parts, counts[key]) for key, parts in pieces.items()}
     cfg, family = model.config, model.config.family
     for template, kind in layout.buffers.get(family, ()) if buffers else ():
         for i, depth in enumerate(cfg.depths):
             for j in range(depth):
                 value = _swin_block_buffer(kind, cfg, i, j)
                 if value is not None:
-                    out[layout.plan(family, template.format(i=i, j=j))[0][0]] = value
+                    out[layout.plan(family, template.format(i=i, j=j)).keys[0]] = value
     return out
 
 
@@ -233,10 +267,10 @@ def infer_num_classes(state_dict: Mapping[str, Any], config_cls: type, layout: s
     """Class count of a checkpoint from its classifier weight; 0 when it has no classifier."""
     layout = get_layout(layout)
     try:
-        keys, transform = layout.plan(config_cls.family, config_cls.head_key)
+        plan = layout.plan(config_cls.family, config_cls.head_key)
     except ValueError:  # a layout without classifiers
         return 0
-    head = state_dict.get(keys[0])
+    head = state_dict.get(plan.keys[0])
     if head is None:
         return 0
-    return int(head.shape[-1] if transform == "transpose" else head.shape[0])
+    return int(head.shape[-1] if plan.transform == "transpose" else head.shape[0])

@@ -9,6 +9,8 @@ pairs a canonical template with the layout's template(s):
 `{rest}` is any text. Rules translate both ways: canonical -> layout for export (and to know
 what a model needs), layout -> canonical for import and `inspect`. Several layout templates
 split one canonical tensor (HF's q/k/v projections); `transform` names the tensor operation.
+Several canonical tensors can also share one layout tensor as equal slices of it (`part`):
+torchvision's one Swin V2 `qkv.bias` holds timm's `q_bias`, a zero key bias and `v_bias`.
 Keys that no rule matches keep their canonical name and tensor. The converter engine in
 `swin_jax.convert` reads these tables; nothing here knows about Flax.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -131,19 +133,63 @@ def _fill(template: str, values: dict[str, Any]) -> str:
     return _PLACEHOLDER.sub(one, template)
 
 
+WHOLE = (0, 1)  # a rule's `part` when its tensors are whole layout tensors
+
+
+def take_part(tensor: Any, part: tuple[int, int]) -> Any:
+    """Slice `index` of `count` equal slices along axis 0 of a layout tensor (`part` = (index, count))."""
+    index, count = part
+    if count == 1:
+        return tensor
+    size = tensor.shape[0] // count
+    return tensor[index * size:(index + 1) * size]
+
+
+def join_parts(pieces: dict[int, np.ndarray], count: int) -> np.ndarray:
+    """A layout tensor from its slices {index: tensor}; the slices no rule fills are zeros."""
+    if count == 1:
+        return np.array(pieces[0], order="C")
+    like = next(iter(pieces.values()))
+    return np.concatenate([np.asarray(pieces.get(i, np.zeros_like(like))) for i in range(count)], axis=0)
+
+
 @dataclass(frozen=True)
 class Rule:
     """A canonical key template and the layout's key template(s). No layout keys: the layout
-    cannot hold such a tensor, and `why` says so."""
+    cannot hold such a tensor, and `why` says so.
+
+    `part` = (index, count): the (transformed) canonical tensor is slice `index` of `count` equal
+    slices along axis 0 of each layout tensor, which other rules' tensors share; slices that no
+    rule fills are written as zeros and ignored on reading."""
 
     canonical: str
     layout: tuple[str, ...] | str
     transform: str = "same"
     why: str = ""
+    part: tuple[int, int] = WHOLE
 
     @property
     def layout_keys(self) -> tuple[str, ...]:
         return (self.layout,) if isinstance(self.layout, str) else tuple(self.layout)
+
+
+class Plan(NamedTuple):
+    """Where one canonical tensor goes in a layout: its layout keys, the tensor transform, and
+    the slice of each layout tensor it fills."""
+
+    keys: tuple[str, ...]
+    transform: str
+    part: tuple[int, int] = WHOLE
+
+
+class KeyMatch(NamedTuple):
+    """One canonical tensor that a layout key holds: its key, the position of the layout key
+    among the rule's layout keys (split tensors), the transform, and its slice of the tensor."""
+
+    canonical: str
+    index: int
+    transform: str
+    part: tuple[int, int] = WHOLE
 
 
 @dataclass(frozen=True)
@@ -161,26 +207,31 @@ class Layout:
     def families(self) -> tuple[str, ...]:
         return tuple(self.rules)
 
-    def plan(self, family: str, canonical: str) -> tuple[tuple[str, ...], str]:
-        """The layout keys and tensor transform of one canonical key."""
+    def plan(self, family: str, canonical: str) -> Plan:
+        """The layout keys, tensor transform and slice of one canonical key."""
         if family not in self.rules:
-            raise ValueError(f"the {self.name} layout holds {' and '.join(self.rules)} models, not {family}")
+            kinds = " and ".join(dict.fromkeys(re.sub(r"v\d+$", "", f) for f in self.rules))  # swinv2 is a swin
+            raise ValueError(f"the {self.name} layout holds {kinds} models, not {family} "
+                             f"(its families: {', '.join(self.rules)})")
         for rule in self.rules[family]:
             values = bind_template(rule.canonical, canonical)
             if values is not None:
                 if not rule.layout_keys:
                     raise ValueError(f"the {self.name} layout cannot hold {canonical}: {rule.why}")
-                return tuple(_fill(t, values) for t in rule.layout_keys), rule.transform
-        return (canonical,), "same"
+                return Plan(tuple(_fill(t, values) for t in rule.layout_keys), rule.transform, rule.part)
+        return Plan((canonical,), "same")
 
-    def canonical(self, family: str, key: str) -> tuple[str, int, str]:
-        """(canonical key, part index, transform) of one of this layout's keys."""
+    def canonical(self, family: str, key: str) -> tuple[KeyMatch, ...]:
+        """The canonical tensor(s) one of this layout's keys holds: the first rule that matches
+        it decides, and where that rule fills a slice, every other slice rule that matches adds
+        its own."""
+        found: list[KeyMatch] = []
         for rule in self.rules.get(family, ()):
-            for part, template in enumerate(rule.layout_keys):
+            for index, template in enumerate(rule.layout_keys):
                 values = bind_template(template, key)
-                if values is not None:
-                    return _fill(rule.canonical, values), part, rule.transform
-        return key, 0, "same"
+                if values is not None and (not found or found[0].part != WHOLE and rule.part != WHOLE):
+                    found.append(KeyMatch(_fill(rule.canonical, values), index, rule.transform, rule.part))
+        return tuple(found) or (KeyMatch(key, 0, "same"),)
 
     def is_ignored(self, key: str) -> bool:
         return any(re.search(pattern, key) for pattern in self.ignored)
@@ -189,7 +240,8 @@ class Layout:
 # ---------------------------------------------------------------------------------------------
 # The layouts
 
-SWIN_BUFFERS = (r"(^|\.)relative_position_index$", r"(^|\.)attn_mask$")
+# saved buffers of Swin files: V1's and V2's index and mask, V2's log-spaced coordinates
+SWIN_BUFFERS = (r"(^|\.)relative_position_index$", r"(^|\.)attn_mask$", r"(^|\.)relative_coords_table$")
 R = Rule
 
 
@@ -225,11 +277,38 @@ def _google_vit(name: str, description: str, prefix: str, pos: str, attn: str, n
     )})
 
 
+def _hugging_face_swinv2(prefix: str, head: Rule) -> tuple[Rule, ...]:
+    """transformers' Swinv2: v4 names in v4 and v5 alike; separate q/k/v Linear layers, the
+    key's without a bias (timm's fused `qkv.weight` and its `q_bias`, `v_bias`); `layernorm_before`
+    is timm's norm1, which V2 applies after the attention."""
+    block = prefix + "encoder.layers.{i}.blocks.{j}."
+    attn = block + "attention.self."
+    return (
+        R("patch_embed.proj.{rest}", prefix + "embeddings.patch_embeddings.projection.{rest}"),
+        R("patch_embed.norm.{rest}", prefix + "embeddings.norm.{rest}"),
+        R("layers.{i}.blocks.{j}.norm1.{rest}", block + "layernorm_before.{rest}"),
+        R("layers.{i}.blocks.{j}.norm2.{rest}", block + "layernorm_after.{rest}"),
+        R("layers.{i}.blocks.{j}.attn.qkv.weight", tuple(attn + f"{n}.weight" for n in ("query", "key", "value")),
+          "split3"),
+        R("layers.{i}.blocks.{j}.attn.q_bias", attn + "query.bias"),
+        R("layers.{i}.blocks.{j}.attn.v_bias", attn + "value.bias"),
+        R("layers.{i}.blocks.{j}.attn.logit_scale", attn + "logit_scale"),
+        R("layers.{i}.blocks.{j}.attn.cpb_mlp.{rest}", attn + "continuous_position_bias_mlp.{rest}"),
+        R("layers.{i}.blocks.{j}.attn.proj.{rest}", block + "attention.output.dense.{rest}"),
+        R("layers.{i}.blocks.{j}.mlp.fc1.{rest}", block + "intermediate.dense.{rest}"),
+        R("layers.{i}.blocks.{j}.mlp.fc2.{rest}", block + "output.dense.{rest}"),
+        R("layers.{i}.downsample.{rest}", prefix + "encoder.layers.{i-1}.downsample.{rest}"),
+        R("norm.{rest}", prefix + "layernorm.{rest}"),
+        head,
+    )
+
+
 def _hugging_face(name: str, description: str, v4: bool, bare: bool) -> Layout:
-    """transformers' Swin/ViT: v5 state_dicts (q_proj, ..., `vit.layers`) or the v4 names that
-    checkpoint files on the hub carry (attention.self.query, ..., `vit.encoder.layer`).
-    `bare`: SwinModel / ViTModel (no prefix, no classifier) instead of *ForImageClassification."""
-    swin, vit = ("", "") if bare else ("swin.", "vit.")
+    """transformers' Swin/Swinv2/ViT: v5 state_dicts (q_proj, ..., `vit.layers`) or the v4 names
+    that checkpoint files on the hub carry (attention.self.query, ..., `vit.encoder.layer`);
+    Swinv2 has the v4 names in both. `bare`: SwinModel / Swinv2Model / ViTModel (no prefix, no
+    classifier) instead of *ForImageClassification."""
+    swin, swinv2, vit = ("", "", "") if bare else ("swin.", "swinv2.", "vit.")
     sb = swin + "encoder.layers.{i}.blocks.{j}."
     vb = vit + ("encoder.layer.{i}." if v4 else "layers.{i}.")
     if v4:
@@ -242,13 +321,16 @@ def _hugging_face(name: str, description: str, v4: bool, bare: bool) -> Layout:
         proj, table, fc1, fc2 = "attention.o_proj", "attention.relative_position_bias.relative_position_bias_table", \
             "mlp.fc1", "mlp.fc2"
     if bare:
-        why = "transformers' SwinModel / ViTModel has no classifier; use the layout without _model, or num_classes=0"
+        why = ("transformers' SwinModel / Swinv2Model / ViTModel has no classifier; use the layout without _model, "
+               "or num_classes=0")
         heads = {"swin": R("head.fc.{rest}", (), why=why), "vit": R("head.{rest}", (), why=why)}
     else:
         heads = {"swin": R("head.fc.{rest}", "classifier.{rest}"), "vit": R("head.{rest}", "classifier.{rest}")}
-    first_swin = re.escape(sb.format(i=0, j=0) + qkv[0])
-    first_vit = re.escape(vb.format(i=0) + vit_qkv[0])
-    signature = f"^({first_swin}|{first_vit})\\.weight$"
+    first_swin = re.escape(sb.format(i=0, j=0) + qkv[0]) + r"\.weight"
+    first_vit = re.escape(vb.format(i=0) + vit_qkv[0]) + r"\.weight"
+    # Swinv2's names are the same in v4 and v5: its files are detected as the v5 layouts, listed first
+    first_swinv2 = re.escape(swinv2 + "encoder.layers.0.blocks.0.attention.self.logit_scale")
+    signature = f"^({first_swin}|{first_vit}{'' if v4 else '|' + first_swinv2})$"
     return Layout(name, description, signature, {
         "swin": (
             R("patch_embed.proj.{rest}", swin + "embeddings.patch_embeddings.projection.{rest}"),
@@ -264,6 +346,7 @@ def _hugging_face(name: str, description: str, v4: bool, bare: bool) -> Layout:
             R("norm.{rest}", swin + "layernorm.{rest}"),
             heads["swin"],
         ),
+        "swinv2": _hugging_face_swinv2(swinv2, heads["swin"]),
         "vit": (
             R("cls_token", vit + "embeddings.cls_token"),
             R("pos_embed", vit + "embeddings.position_embeddings"),
@@ -281,32 +364,44 @@ def _hugging_face(name: str, description: str, v4: bool, bare: bool) -> Layout:
     }, ignored=SWIN_BUFFERS + (r"^pooler\.",))  # ViTModel's tanh pooler is not on the classifier path
 
 
+_OFFICIAL_SWIN = (R("layers.{i}.downsample.{rest}", "layers.{i-1}.downsample.{rest}"), R("head.fc.{rest}", "head.{rest}"))
+_TORCHVISION_SWIN = (
+    R("patch_embed.proj.{rest}", "features.0.0.{rest}"),
+    R("patch_embed.norm.{rest}", "features.0.2.{rest}"),
+    R("layers.{i}.blocks.{j}.mlp.fc1.{rest}", "features.{2*i+1}.{j}.mlp.0.{rest}"),
+    R("layers.{i}.blocks.{j}.mlp.fc2.{rest}", "features.{2*i+1}.{j}.mlp.3.{rest}"),
+    R("layers.{i}.blocks.{j}.{rest}", "features.{2*i+1}.{j}.{rest}"),
+    R("layers.{i}.downsample.{rest}", "features.{2*i}.{rest}"),
+    R("head.fc.{rest}", "head.{rest}"),
+)
+_BLOCK = "layers.{i}.blocks.{j}."
+
 _LAYOUT_LIST = [
     # Detection takes the first layout whose signature matches, so the more specific come first.
     Layout(
-        "official", "Microsoft's official Swin .pth (downsample at the end of stages, `head`, saved buffers)",
+        "official", "Microsoft's official Swin / Swin V2 .pth (downsample at the end of stages, `head`, saved buffers)",
         r"^layers\.0\.downsample\.reduction\.weight$",
-        {"swin": (R("layers.{i}.downsample.{rest}", "layers.{i-1}.downsample.{rest}"),
-                  R("head.fc.{rest}", "head.{rest}"))},
+        {"swin": _OFFICIAL_SWIN, "swinv2": _OFFICIAL_SWIN},
         ignored=SWIN_BUFFERS,
-        buffers={"swin": (("layers.{i}.blocks.{j}.attn.relative_position_index", "relative_position_index"),
-                          ("layers.{i}.blocks.{j}.attn_mask", "attn_mask"))},
+        buffers={"swin": ((_BLOCK + "attn.relative_position_index", "relative_position_index"),
+                          (_BLOCK + "attn_mask", "attn_mask")),
+                 "swinv2": ((_BLOCK + "attn.relative_coords_table", "relative_coords_table"),
+                            (_BLOCK + "attn.relative_position_index", "relative_position_index"),
+                            (_BLOCK + "attn_mask", "attn_mask"))},
     ),
     Layout("timm", "timm's state_dict (also Hugging Face hub copies of timm weights)",
            r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$", {"swin": (), "swinv2": (), "vit": ()},
            ignored=SWIN_BUFFERS),
     Layout(
-        "torchvision", "torchvision's swin_t/s/b and vit_b_16/b_32/l_16/l_32/h_14",
+        "torchvision", "torchvision's swin_t/s/b, swin_v2_t/s/b and vit_b_16/b_32/l_16/l_32/h_14",
         r"^(features\.0\.0\.weight|encoder\.layers\.encoder_layer_0\.ln_1\.weight)$",
         {
-            "swin": (
-                R("patch_embed.proj.{rest}", "features.0.0.{rest}"),
-                R("patch_embed.norm.{rest}", "features.0.2.{rest}"),
-                R("layers.{i}.blocks.{j}.mlp.fc1.{rest}", "features.{2*i+1}.{j}.mlp.0.{rest}"),
-                R("layers.{i}.blocks.{j}.mlp.fc2.{rest}", "features.{2*i+1}.{j}.mlp.3.{rest}"),
-                R("layers.{i}.blocks.{j}.{rest}", "features.{2*i+1}.{j}.{rest}"),
-                R("layers.{i}.downsample.{rest}", "features.{2*i}.{rest}"),
-                R("head.fc.{rest}", "head.{rest}"),
+            "swin": _TORCHVISION_SWIN,
+            # one fused qkv.bias: thirds q_bias, key (zero: torchvision zeroes it in every forward pass), v_bias
+            "swinv2": (
+                R(_BLOCK + "attn.q_bias", "features.{2*i+1}.{j}.attn.qkv.bias", part=(0, 3)),
+                R(_BLOCK + "attn.v_bias", "features.{2*i+1}.{j}.attn.qkv.bias", part=(2, 3)),
+                *_TORCHVISION_SWIN,
             ),
             "vit": (
                 R("cls_token", "class_token"),
@@ -325,12 +420,16 @@ _LAYOUT_LIST = [
             ),
         },
         ignored=SWIN_BUFFERS,
-        buffers={"swin": (("layers.{i}.blocks.{j}.attn.relative_position_index", "relative_position_index_flat"),)},
+        buffers={"swin": ((_BLOCK + "attn.relative_position_index", "relative_position_index_flat"),),
+                 "swinv2": ((_BLOCK + "attn.relative_coords_table", "relative_coords_table"),
+                            (_BLOCK + "attn.relative_position_index", "relative_position_index_flat"))},
     ),
-    _hugging_face("hf", "transformers v5 SwinForImageClassification / ViTForImageClassification", False, False),
-    _hugging_face("hf_model", "transformers v5 SwinModel / ViTModel (no classifier)", False, True),
-    _hugging_face("hf_v4", "transformers v4 names, as checkpoint files on the hub hold them", True, False),
-    _hugging_face("hf_v4_model", "transformers v4 SwinModel / ViTModel names (no classifier)", True, True),
+    _hugging_face("hf", "transformers v5 SwinForImageClassification / Swinv2ForImageClassification / "
+                        "ViTForImageClassification", False, False),
+    _hugging_face("hf_model", "transformers v5 SwinModel / Swinv2Model / ViTModel (no classifier)", False, True),
+    _hugging_face("hf_v4", "transformers v4 names, as checkpoint files on the hub hold them "
+                           "(Swinv2's are the same as hf's)", True, False),
+    _hugging_face("hf_v4_model", "transformers v4 SwinModel / Swinv2Model / ViTModel names (no classifier)", True, True),
     _google_vit("big_vision", "big_vision .npz, unscanned blocks (ViT only)", "params/", "pos_embedding",
                 "MultiHeadDotProductAttention_0", "LayerNorm_1", "MlpBlock_0"),
     _google_vit("vit_jax", "Google's vit_jax .npz (ViT only)", "", "Transformer/posembed_input/pos_embedding",
@@ -345,6 +444,27 @@ def get_layout(layout: str | Layout) -> Layout:
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     return LAYOUTS[layout]
+
+
+# A canonical key that only checkpoints of one family hold, tried in this order.
+FAMILY_MARKERS = (
+    ("swinv2", "layers.0.blocks.0.attn.logit_scale"),
+    ("swin", "layers.0.blocks.0.attn.relative_position_bias_table"),
+    ("vit", "blocks.0.norm1.weight"),
+)
+FAMILY_NAMES = {"swin": "Swin Transformer V1", "swinv2": "Swin Transformer V2", "vit": "Vision Transformer"}
+
+
+def detect_family(layout: str | Layout, keys: Sequence[str]) -> Optional[str]:
+    """The model family whose marker key one of the checkpoint's keys is, read in `layout`
+    (V2 files carry `logit_scale` / `cpb_mlp`, V1 files `relative_position_bias_table`); None
+    when no family's marker is there."""
+    layout = get_layout(layout)
+    for family, marker in FAMILY_MARKERS:
+        if family in layout.families() and any(
+                m.canonical == marker for k in keys for m in layout.canonical(family, k)):
+            return family
+    return None
 
 
 def detect_layout(keys: Sequence[str]) -> str:
