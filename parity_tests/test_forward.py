@@ -1,5 +1,7 @@
-"""Forward parity of every case of both families: swin_jax vs swin_torch_ref and vs timm, every
+"""Forward parity of every case of the three families: swin_jax vs swin_torch_ref and vs timm, every
 parameter at O(1) scale; logits and every intermediate within 1e-5 * max(1, max|ref|)."""
+import math
+
 import jax.numpy as jnp
 import pytest
 import torch
@@ -17,6 +19,9 @@ def case(request):
 
 def test_forward_vs_swin_torch_ref(case, record):
     check_case(case, case.ref_model, "swin_torch_ref", record)
+    if case.ref_model.config.family == "swinv2":  # logit scales below and above log(100), where the clamp acts
+        scales = torch.cat([p.flatten() for n, p in case.ref_model.named_parameters() if n.endswith("logit_scale")])
+        assert (scales < math.log(100)).any() and (scales > math.log(100)).any()
 
 
 def test_forward_vs_timm(case, record):
