@@ -7,7 +7,7 @@ into the compiled program as constants.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import flax.linen as nn
 import jax
@@ -42,6 +42,25 @@ def cyclic_shift(x: jax.Array, shift: IntPair, reverse: bool = False) -> jax.Arr
     """Roll the feature map up-left by `shift` (down-right with `reverse`), as torch.roll does."""
     sign = 1 if reverse else -1
     return jnp.roll(x, (sign * shift[0], sign * shift[1]), axis=(1, 2))
+
+
+def attend_in_windows(x: jax.Array, window_size: IntPair, shift_size: IntPair,
+                      attend: Callable[[jax.Array, Optional[np.ndarray]], jax.Array]) -> jax.Array:
+    """(B, H, W, C) -> (B, H, W, C): `attend(windows, mask)` on (B * num_windows, wh * ww, C)
+    token windows, as timm runs (shifted) window attention: roll up-left by the shift, zero-pad
+    bottom/right to window multiples (after the roll; the padding is not masked), partition,
+    attend with the -100 shift mask (None without a shift), undo all of it."""
+    _, h, w, c = x.shape
+    (wh, ww), shifted = window_size, any(shift_size)
+    if shifted:
+        x = cyclic_shift(x, shift_size)
+    pad_h, pad_w = (wh - h % wh) % wh, (ww - w % ww) % ww
+    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    hp, wp = h + pad_h, w + pad_w
+    mask = shifted_window_mask((hp, wp), window_size, shift_size) if shifted else None
+    windows = attend(window_partition(x, window_size).reshape(-1, wh * ww, c), mask)
+    x = window_reverse(windows.reshape(-1, wh, ww, c), window_size, hp, wp)[:, :h, :w]
+    return cyclic_shift(x, shift_size, reverse=True) if shifted else x
 
 
 def merge_2x2_neighbours(x: jax.Array) -> jax.Array:
@@ -134,27 +153,12 @@ class SwinBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        _, h, w, c = x.shape
-        (wh, ww), shift = self.window_size, self.shift_size
-        shifted = any(shift)
+        c = x.shape[-1]
         x = materialize_cotangent(x, self.kernels)
-
+        attn = WindowAttention(self.num_heads, self.window_size, self.qkv_bias, self.attn_drop, self.proj_drop,
+                               dtype=self.dtype, kernels=self.kernels, name="attn")
         y = LayerNorm(self.eps, self.dtype, self.kernels, name="norm1")(x)
-        if shifted:
-            y = cyclic_shift(y, shift)
-        # timm rolls first, then zero-pads bottom/right; the padding is not masked.
-        pad_h, pad_w = (wh - h % wh) % wh, (ww - w % ww) % ww
-        y = jnp.pad(y, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-        hp, wp = h + pad_h, w + pad_w
-        mask = shifted_window_mask((hp, wp), self.window_size, shift) if shifted else None
-        windows = window_partition(y, self.window_size).reshape(-1, wh * ww, c)
-        windows = WindowAttention(
-            self.num_heads, self.window_size, self.qkv_bias, self.attn_drop, self.proj_drop,
-            dtype=self.dtype, kernels=self.kernels, name="attn",
-        )(windows, mask, deterministic)
-        y = window_reverse(windows.reshape(-1, wh, ww, c), self.window_size, hp, wp)[:, :h, :w]
-        if shifted:
-            y = cyclic_shift(y, shift, reverse=True)
+        y = attend_in_windows(y, self.window_size, self.shift_size, lambda t, mask: attn(t, mask, deterministic))
         x = x + DropPath(self.drop_path)(y, deterministic)
 
         y = LayerNorm(self.eps, self.dtype, self.kernels, name="norm2")(x)

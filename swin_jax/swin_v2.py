@@ -22,8 +22,8 @@ import numpy as np
 from swin_jax import kernels as K
 from swin_jax.configs import IntPair, Kernels, SwinV2Config
 from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp
-from swin_jax.swin import (SwinTransformer, cyclic_shift, merge_2x2_neighbours, relative_position_bias,
-                           relative_position_index, shifted_window_mask, window_partition, window_reverse)
+from swin_jax.swin import (SwinTransformer, attend_in_windows, merge_2x2_neighbours, relative_position_bias,
+                           relative_position_index)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # exp(logit_scale) is clamped at 100
 
@@ -107,24 +107,11 @@ class SwinV2Block(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        _, h, w, c = x.shape
-        (wh, ww), shift = self.window_size, self.shift_size
-        shifted = any(shift)
+        c = x.shape[-1]
         x = K.materialize_cotangent(x, self.kernels)
-
-        y = cyclic_shift(x, shift) if shifted else x
-        pad_h, pad_w = (wh - h % wh) % wh, (ww - w % ww) % ww
-        y = jnp.pad(y, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-        hp, wp = h + pad_h, w + pad_w
-        mask = shifted_window_mask((hp, wp), self.window_size, shift) if shifted else None
-        windows = window_partition(y, self.window_size).reshape(-1, wh * ww, c)
-        windows = WindowAttentionV2(
-            self.num_heads, self.window_size, self.pretrained_window_size, self.qkv_bias, self.attn_drop,
-            self.proj_drop, dtype=self.dtype, kernels=self.kernels, name="attn",
-        )(windows, mask, deterministic)
-        y = window_reverse(windows.reshape(-1, wh, ww, c), self.window_size, hp, wp)[:, :h, :w]
-        if shifted:
-            y = cyclic_shift(y, shift, reverse=True)
+        attn = WindowAttentionV2(self.num_heads, self.window_size, self.pretrained_window_size, self.qkv_bias,
+                                 self.attn_drop, self.proj_drop, dtype=self.dtype, kernels=self.kernels, name="attn")
+        y = attend_in_windows(x, self.window_size, self.shift_size, lambda t, mask: attn(t, mask, deterministic))
         # timm initialises the post-norms' scales to zero: each block starts as the identity
         post_norm = functools.partial(LayerNorm, self.eps, self.dtype, self.kernels, scale_init=nn.initializers.zeros)
         x = x + DropPath(self.drop_path)(post_norm(name="norm1")(y), deterministic)
