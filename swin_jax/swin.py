@@ -200,23 +200,26 @@ class PatchEmbed(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """Optional patch merging (timm puts it at the start of stages 1..n), then the blocks."""
+    """Optional patch merging (timm puts it at the start of stages 1..n), then the blocks. Swin
+    V2's stage changes the merging class and `block`."""
 
     config: SwinConfig
     stage: int
     dtype: Any = jnp.float32
+    merging = PatchMerging  # class attributes, not fields
+
+    def block(self, j: int, window: IntPair, shift: IntPair, drop_path: float) -> nn.Module:
+        cfg, i = self.config, self.stage
+        return SwinBlock(cfg.num_heads[i], window, shift, cfg.mlp_ratio, cfg.qkv_bias, cfg.proj_drop_rate,
+                         cfg.attn_drop_rate, drop_path, cfg.layer_norm_eps, self.dtype, cfg.kernels, name=f"blocks_{j}")
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg, i = self.config, self.stage
         if i > 0:
-            x = PatchMerging(cfg.stage_dims[i], cfg.layer_norm_eps, self.dtype, cfg.kernels, name="downsample")(x)
+            x = self.merging(cfg.stage_dims[i], cfg.layer_norm_eps, self.dtype, cfg.kernels, name="downsample")(x)
         for j, rate in enumerate(cfg.drop_path_rates()[i]):
-            window, shift = cfg.block_window_shift(i, j)
-            x = SwinBlock(
-                cfg.num_heads[i], window, shift, cfg.mlp_ratio, cfg.qkv_bias, cfg.proj_drop_rate,
-                cfg.attn_drop_rate, rate, cfg.layer_norm_eps, self.dtype, cfg.kernels, name=f"blocks_{j}",
-            )(x, deterministic)
+            x = self.block(j, *cfg.block_window_shift(i, j), rate)(x, deterministic)
         return x
 
 

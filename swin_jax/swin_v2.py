@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from swin_jax import kernels as K
-from swin_jax.configs import IntPair, Kernels, SwinV2Config
+from swin_jax.configs import IntPair, Kernels
 from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp
-from swin_jax.swin import (SwinTransformer, attend_in_windows, merge_2x2_neighbours, relative_position_bias,
+from swin_jax.swin import (SwinStage, SwinTransformer, attend_in_windows, merge_2x2_neighbours, relative_position_bias,
                            relative_position_index)
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # exp(logit_scale) is clamped at 100
@@ -134,26 +134,16 @@ class PatchMergingV2(nn.Module):
         return LayerNorm(self.eps, self.dtype, self.kernels, name="norm")(x)
 
 
-class SwinV2Stage(nn.Module):
-    """Optional patch merging (at the start of stages 1..n, as timm), then the blocks."""
+class SwinV2Stage(SwinStage):
+    """V1's stage with V2's merging and blocks."""
 
-    config: SwinV2Config
-    stage: int
-    dtype: Any = jnp.float32
+    merging = PatchMergingV2
 
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    def block(self, j: int, window: IntPair, shift: IntPair, drop_path: float) -> nn.Module:
         cfg, i = self.config, self.stage
-        if i > 0:
-            x = PatchMergingV2(cfg.stage_dims[i], cfg.layer_norm_eps, self.dtype, cfg.kernels, name="downsample")(x)
-        for j, rate in enumerate(cfg.drop_path_rates()[i]):
-            window, shift = cfg.block_window_shift(i, j)
-            x = SwinV2Block(
-                cfg.num_heads[i], window, shift, cfg.pretrained_window_sizes[i], cfg.mlp_ratio, cfg.qkv_bias,
-                cfg.proj_drop_rate, cfg.attn_drop_rate, rate, cfg.layer_norm_eps, self.dtype, cfg.kernels,
-                name=f"blocks_{j}",
-            )(x, deterministic)
-        return x
+        return SwinV2Block(cfg.num_heads[i], window, shift, cfg.pretrained_window_sizes[i], cfg.mlp_ratio,
+                           cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate, drop_path, cfg.layer_norm_eps,
+                           self.dtype, cfg.kernels, name=f"blocks_{j}")
 
 
 class SwinTransformerV2(SwinTransformer):

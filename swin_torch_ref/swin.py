@@ -115,7 +115,7 @@ class SwinBlock(nn.Module):
         dim = cfg.stage_dims[stage]
         self.window_size, self.shift_size = cfg.block_window_shift(stage, block)
         self.norm1 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        self.attn = WindowAttention(dim, cfg.num_heads[stage], self.window_size, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate)
+        self.attn = self.make_attention(cfg, stage)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.proj_drop_rate)
@@ -126,6 +126,10 @@ class SwinBlock(nn.Module):
             padded = (-(-h // wh) * wh, -(-w // ww) * ww)
             mask = shifted_window_mask(padded, self.window_size, self.shift_size)
         self.register_buffer("attn_mask", mask, persistent=False)
+
+    def make_attention(self, cfg: SwinConfig, stage: int) -> nn.Module:
+        return WindowAttention(cfg.stage_dims[stage], cfg.num_heads[stage], self.window_size, cfg.qkv_bias,
+                               cfg.attn_drop_rate, cfg.proj_drop_rate)
 
     def _attention(self, x: torch.Tensor) -> torch.Tensor:
         _, h, w, c = x.shape
@@ -160,12 +164,15 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
+    merging: type[nn.Module] = PatchMerging  # Swin V2's stage changes both
+    block: type[nn.Module] = SwinBlock
+
     def __init__(self, cfg: SwinConfig, stage: int):
         super().__init__()
         dims = cfg.stage_dims
-        self.downsample = PatchMerging(dims[stage - 1], dims[stage], cfg.layer_norm_eps) if stage > 0 else nn.Identity()
+        self.downsample = self.merging(dims[stage - 1], dims[stage], cfg.layer_norm_eps) if stage > 0 else nn.Identity()
         rates = cfg.drop_path_rates()[stage]
-        self.blocks = nn.Sequential(*[SwinBlock(cfg, stage, j, rates[j]) for j in range(cfg.depths[stage])])
+        self.blocks = nn.Sequential(*[self.block(cfg, stage, j, rates[j]) for j in range(cfg.depths[stage])])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.downsample(x))

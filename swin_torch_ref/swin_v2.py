@@ -13,8 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from swin_jax.configs import IntPair, SwinV2Config
-from swin_torch_ref.swin import (DropPath, Mlp, SwinTransformer, relative_position_index, shifted_window_mask,
-                                 window_partition, window_reverse)
+from swin_torch_ref.swin import SwinBlock, SwinStage, SwinTransformer, relative_position_index
 
 
 def relative_coords_table(window_size: IntPair, pretrained_window_size: IntPair) -> torch.Tensor:
@@ -67,39 +66,19 @@ class CosineWindowAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
-class SwinV2Block(nn.Module):
-    """Residual post-norm: x + norm1(attention(x)), x + norm2(mlp(x))."""
+class SwinV2Block(SwinBlock):
+    """V1's block (windows, shift, mask) with cosine attention and residual post-norm:
+    x + norm1(attention(x)), x + norm2(mlp(x))."""
 
     def __init__(self, cfg: SwinV2Config, stage: int, block: int, drop_path: float):
-        super().__init__()
-        dim = cfg.stage_dims[stage]
-        self.window_size, self.shift_size = cfg.block_window_shift(stage, block)
-        self.attn = CosineWindowAttention(dim, cfg.num_heads[stage], self.window_size,
-                                          cfg.pretrained_window_sizes[stage], cfg.qkv_bias, cfg.attn_drop_rate,
-                                          cfg.proj_drop_rate)
-        self.norm1 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        self.drop_path = DropPath(drop_path)
-        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio), cfg.proj_drop_rate)
-        self.norm2 = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        mask = None
-        if any(self.shift_size):
-            h, w = cfg.stage_resolution(stage)
-            wh, ww = self.window_size
-            mask = shifted_window_mask((-(-h // wh) * wh, -(-w // ww) * ww), self.window_size, self.shift_size)
-        self.register_buffer("attn_mask", mask, persistent=False)
+        super().__init__(cfg, stage, block, drop_path)
+        # timm's V2 registers attn before norm1 and mlp before norm2: its state_dict order
+        self._modules = {k: self._modules[k] for k in ("attn", "norm1", "drop_path", "mlp", "norm2")}
 
-    def _attention(self, x: torch.Tensor) -> torch.Tensor:
-        _, h, w, c = x.shape
-        (wh, ww), (sh, sw) = self.window_size, self.shift_size
-        if sh or sw:
-            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
-        x = F.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))  # after the roll, as timm
-        hp, wp = x.shape[1:3]
-        windows = self.attn(window_partition(x, self.window_size).reshape(-1, wh * ww, c), self.attn_mask)
-        x = window_reverse(windows.view(-1, wh, ww, c), self.window_size, hp, wp)[:, :h, :w]
-        if sh or sw:
-            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
-        return x
+    def make_attention(self, cfg: SwinV2Config, stage: int) -> nn.Module:
+        return CosineWindowAttention(cfg.stage_dims[stage], cfg.num_heads[stage], self.window_size,
+                                     cfg.pretrained_window_sizes[stage], cfg.qkv_bias, cfg.attn_drop_rate,
+                                     cfg.proj_drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.norm1(self._attention(x)))
@@ -121,17 +100,9 @@ class PatchMergingV2(nn.Module):
         return self.norm(self.reduction(torch.cat(parts, dim=-1)))
 
 
-class SwinV2Stage(nn.Module):
-    def __init__(self, cfg: SwinV2Config, stage: int):
-        super().__init__()
-        dims = cfg.stage_dims
-        self.downsample = (PatchMergingV2(dims[stage - 1], dims[stage], cfg.layer_norm_eps) if stage > 0
-                           else nn.Identity())
-        rates = cfg.drop_path_rates()[stage]
-        self.blocks = nn.Sequential(*[SwinV2Block(cfg, stage, j, rates[j]) for j in range(cfg.depths[stage])])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.blocks(self.downsample(x))
+class SwinV2Stage(SwinStage):
+    merging = PatchMergingV2
+    block = SwinV2Block
 
 
 class SwinTransformerV2(SwinTransformer):
