@@ -1,6 +1,7 @@
 """Shared set-up of the parity suite: fp32, highest matmul precision, timm's plain attention."""
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -121,6 +122,34 @@ def randomize_jax_params(params, seed: int):
         else:
             out.append(noise)
     return tree.unflatten(out)
+
+
+def add_to_hub_cache(cache: Path, repo_id: str, files: dict[str, bytes]) -> Path:
+    """Put `files` into a Hugging Face Hub cache as one new commit of `repo_id` on main, the way
+    huggingface_hub stores downloads: blobs named by content hash, the snapshot's files linking
+    to them, refs/main naming the commit. Returns the snapshot folder."""
+    folder = cache / f"models--{repo_id.replace('/', '--')}"
+    digest = hashlib.sha1(repo_id.encode())
+    for name, data in sorted(files.items()):
+        digest.update(name.encode() + hashlib.sha256(data).digest())
+    commit = digest.hexdigest()
+    snapshot = folder / "snapshots" / commit
+    for name, data in files.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = snapshot / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def safetensors_bytes(state_dict: dict) -> bytes:
+    from safetensors.numpy import save
+
+    return save({k: np.ascontiguousarray(np.asarray(v)) for k, v in state_dict.items()})
 
 
 # Largest differences measured, printed at the end of the run (for the closing notes).

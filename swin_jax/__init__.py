@@ -5,6 +5,8 @@
     params = swin_jax.init_params(model)
     logits = model.apply({"params": params}, images_nhwc)
 
+    model, params = swin_jax.load_pretrained("swin_tiny_patch4_window7_224.ms_in1k")  # from the HF Hub
+
 Submodules load lazily: `import swin_jax.configs` needs neither jax nor torch.
 """
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from swin_jax.configs import Kernels, get_config, get_data_config, list_models
+from swin_jax.configs import Kernels, get_config, get_data_config, get_pretrained_config, list_models, list_pretrained
 
 __version__ = "0.1.0"
 
@@ -20,6 +22,10 @@ __version__ = "0.1.0"
 _LAZY = {
     "create_model": "swin_jax.models",
     "init_params": "swin_jax.models",
+    "fit_head": "swin_jax.models",
+    "load_pretrained": "swin_jax.pretrained",
+    "resolve_pretrained": "swin_jax.pretrained",
+    "class_names": "swin_jax.labels",
     "param_shapes": "swin_jax.models",
     "from_torch": "swin_jax.convert",
     "to_torch": "swin_jax.convert",
@@ -36,7 +42,8 @@ _LAZY = {
     "trim_host_memory": "swin_jax.compiler",
 }
 
-__all__ = ["Kernels", "get_config", "get_data_config", "list_models", *_LAZY]
+__all__ = ["Kernels", "get_config", "get_data_config", "get_pretrained_config", "list_models", "list_pretrained",
+           *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -141,8 +141,13 @@ def write_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> Path:
 
 def read_checkpoint(path: str | Path, layout: Optional[str] = None) -> tuple[dict[str, Any], str]:
     """Any checkpoint file as (flat tensors, layout name): a `.msgpack` params file comes back in
-    the timm layout; other files keep their keys, and their layout is detected unless given."""
+    the timm layout; other files keep their keys, and their layout is detected unless given.
+    Pretrained weights' names (`architecture.tag`, `hf-hub:ORG/REPO`) read their file from the
+    Hugging Face cache, fetched there first if needed (`swin_jax.hub`)."""
+    from swin_jax.hub import checkpoint_path
     from swin_jax.layouts import detect_layout
+
+    path = checkpoint_path(path)
 
     if Path(path).suffix.lower() == PARAMS_SUFFIX:
         from swin_jax.convert import params_as_timm

@@ -1,4 +1,4 @@
-"""The `swin-jax` command line: parity, convert, inspect, train, bench."""
+"""The `swin-jax` command line: parity, convert, inspect, predict, train, validate, bench."""
 from __future__ import annotations
 
 import argparse
@@ -39,7 +39,9 @@ def _convert(args: argparse.Namespace) -> int:
     from swin_jax.convert import detect_layout, from_torch, infer_num_classes, params_as_timm, to_torch
     from swin_jax.models import create_model
 
-    src, dst = Path(args.input), Path(args.output)
+    from swin_jax.hub import checkpoint_path
+
+    src, dst = checkpoint_path(args.input), Path(args.output)
     for path, allowed in ((src, TENSOR_SUFFIXES), (dst, (".safetensors", ".npz"))):
         if path.suffix.lower() not in allowed + (PARAMS_SUFFIX,):
             raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(allowed + (PARAMS_SUFFIX,))}")
@@ -80,7 +82,9 @@ def _convert(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     from swin_jax.checkpoint_info import describe_file
 
-    path = Path(args.file)
+    from swin_jax.hub import checkpoint_path
+
+    path = checkpoint_path(args.file)
     print(f"file        {path} ({path.stat().st_size / 2**20:,.1f} MiB)" if path.is_file() else f"file        {path}")
     print(describe_file(path, args.layout).summary())
     return 0
@@ -121,6 +125,23 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from swin_jax.predict import predict
+
+    results = predict(args.images, args.model, top=args.top, batch=args.batch, progress=True)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results], indent=2))
+        return 0
+    for r in results:
+        print(r.image)
+        for rank, c in enumerate(r.top, 1):
+            label = f"  {c.synset}  {c.name}" if c.name else ""
+            print(f"  {rank}. {c.probability:8.4f}  class {c.index:<6d}{label}")
+    return 0
+
+
 def _validate(args: argparse.Namespace) -> int:
     from train.validate import run
 
@@ -141,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Exits 1 when the largest relative difference is above the tolerance.",
     )
     parity.add_argument("model", help="registered model name, e.g. swin_tiny_patch4_window7_224")
-    parity.add_argument("--checkpoint", help="checkpoint file: .pth/.pt/.bin/.safetensors/.npz/.msgpack "
+    parity.add_argument("--checkpoint", help="checkpoint file: .pth/.pt/.bin/.safetensors/.npz/.msgpack, or "
+                                             "pretrained weights' name: architecture.tag or hf-hub:ORG/REPO "
                                              "(default: random weights)")
     parity.add_argument("--layout", help=f"layout of the checkpoint (default: detected): {layouts}")
     parity.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="image size (default: the model's)")
@@ -160,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "file to .safetensors/.npz converts between layouts. The output is written to a temporary "
                     "file and renamed, so it is never left half-written.",
     )
-    convert.add_argument("input", help="the file to read")
+    convert.add_argument("input", help="the file to read, or pretrained weights' name (architecture.tag, "
+                                       "hf-hub:ORG/REPO): their file in the Hugging Face cache")
     convert.add_argument("output", help="the file to write (.msgpack, .safetensors or .npz)")
     convert.add_argument("--model", required=True, help="registered model name the weights are for")
     convert.add_argument("--layout", help=f"the PyTorch-side layout: of INPUT when importing (default: detected), "
@@ -170,6 +193,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="build the model for this image size (position embeddings / bias tables resized)")
     convert.add_argument("--window-size", type=int, help="Swin window size of the model (bias tables resized)")
     convert.set_defaults(run=_convert)
+
+    predict = commands.add_parser(
+        "predict", help="the top classes of images under pretrained weights, with their names",
+        description="Classify images with pretrained weights (fetched from the Hugging Face Hub into its cache, "
+                    "converted once): each image prepared with timm's evaluation transform for those weights "
+                    "(shorter side resized to size / crop_pct with their interpolation, center crop, their mean "
+                    "and std), then the top classes with probabilities and ImageNet class names.")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ... anything Pillow reads)")
+    predict.add_argument("--model", required=True,
+                         help="pretrained weights: architecture.tag (e.g. swin_tiny_patch4_window7_224.ms_in1k), a "
+                              "bare architecture for its default weights, or hf-hub:ORG/REPO")
+    predict.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
+    predict.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
+    predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.set_defaults(run=_predict)
 
     commands.add_parser("train", help="train or fine-tune with optax (see `swin-jax train --help`)", add_help=False)
 
@@ -234,7 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(validate)
 
     inspect = commands.add_parser("inspect", help="show a checkpoint's layout, family, config and size")
-    inspect.add_argument("file", help=".pth/.pt/.bin/.safetensors/.npz checkpoint or .msgpack params file")
+    inspect.add_argument("file", help=".pth/.pt/.bin/.safetensors/.npz checkpoint, .msgpack params file, or "
+                                      "pretrained weights' name (architecture.tag, hf-hub:ORG/REPO)")
     inspect.add_argument("--layout", help=f"force the layout (default: detected): {layouts}")
     inspect.set_defaults(run=_inspect)
     return parser

@@ -326,10 +326,13 @@ MODEL_CONFIGS.update({
 })
 
 
-# Image preparation of each name's default weights, as timm's `resolve_data_config` gives it for
-# that name (the pretrained config of its default tag): interpolation, crop_pct, mean, std.
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-INCEPTION_MEAN, INCEPTION_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Google's ViT weights: [-1, 1]
+# ----- pretrained weights: timm's tags, where they live on the Hugging Face Hub, how images are prepared
+
+IMAGENET = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+INCEPTION = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # Google's ViT weights: pixels in [-1, 1]
+OPENAI_CLIP = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+IMAGENET_MEAN, IMAGENET_STD = IMAGENET
+INCEPTION_MEAN, INCEPTION_STD = INCEPTION
 
 
 @dataclass(frozen=True)
@@ -343,21 +346,154 @@ class DataConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
 
-DATA_CONFIGS: dict[str, DataConfig] = {
-    name: DataConfig(
-        crop_pct=1.0 if args["img_size"] >= 384 else 0.9,  # timm's 384 weights are evaluated uncropped
-        mean=IMAGENET_MEAN if issubclass(config_cls, SwinConfig) else INCEPTION_MEAN,
-        std=IMAGENET_STD if issubclass(config_cls, SwinConfig) else INCEPTION_STD)
-    for name, (config_cls, args) in MODEL_CONFIGS.items()
+# The class-name set of a classifier, from its class count (as timm infers it).
+LABEL_SETS = {1000: "imagenet-1k", 21841: "imagenet-22k", 21843: "imagenet-21k-goog"}
+
+
+@dataclass(frozen=True)
+class PretrainedConfig:
+    """One set of pretrained weights, named as timm names them (`architecture.tag`): the Hub
+    repository holding them, what they classify and how images are prepared for them."""
+
+    name: str  # "swin_tiny_patch4_window7_224.ms_in1k"
+    num_classes: int  # 0: a feature extractor, no classifier
+    data: DataConfig
+    license: Optional[str] = None
+
+    @property
+    def architecture(self) -> str:
+        return self.name.split(".", 1)[0]
+
+    @property
+    def tag(self) -> str:
+        return self.name.split(".", 1)[1]
+
+    @property
+    def hf_hub_id(self) -> str:
+        """The Hub repository: timm publishes every tag as `timm/<architecture>.<tag>`."""
+        return f"timm/{self.name}"
+
+    @property
+    def labels(self) -> Optional[str]:
+        """The class-name set (`swin_jax.labels`), None when the classes have no shipped names."""
+        return LABEL_SETS.get(self.num_classes)
+
+
+# (architecture.tag, classes, (mean, std), crop_pct, license) in timm's order: an architecture's
+# first tag is its default. Every one is evaluated with bicubic resizing and a center crop.
+_PRETRAINED = [
+    ("swin_base_patch4_window12_384.ms_in22k_ft_in1k", 1000, IMAGENET, 1.0, 'mit'),
+    ("swin_base_patch4_window12_384.ms_in1k", 1000, IMAGENET, 1.0, 'mit'),
+    ("swin_base_patch4_window12_384.ms_in22k", 21841, IMAGENET, 1.0, 'mit'),
+    ("swin_base_patch4_window7_224.ms_in22k_ft_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swin_base_patch4_window7_224.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swin_base_patch4_window7_224.ms_in22k", 21841, IMAGENET, 0.9, 'mit'),
+    ("swin_large_patch4_window12_384.ms_in22k_ft_in1k", 1000, IMAGENET, 1.0, 'mit'),
+    ("swin_large_patch4_window12_384.ms_in22k", 21841, IMAGENET, 1.0, 'mit'),
+    ("swin_large_patch4_window7_224.ms_in22k_ft_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swin_large_patch4_window7_224.ms_in22k", 21841, IMAGENET, 0.9, 'mit'),
+    ("swin_small_patch4_window7_224.ms_in22k_ft_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swin_small_patch4_window7_224.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swin_small_patch4_window7_224.ms_in22k", 21841, IMAGENET, 0.9, 'mit'),
+    ("swin_tiny_patch4_window7_224.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swin_tiny_patch4_window7_224.ms_in22k_ft_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swin_tiny_patch4_window7_224.ms_in22k", 21841, IMAGENET, 0.9, 'mit'),
+    ("swinv2_base_window12_192.ms_in22k", 21841, IMAGENET, 0.9, 'mit'),
+    ("swinv2_base_window12to16_192to256.ms_in22k_ft_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swinv2_base_window12to24_192to384.ms_in22k_ft_in1k", 1000, IMAGENET, 1.0, 'mit'),
+    ("swinv2_base_window16_256.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swinv2_base_window8_256.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swinv2_large_window12_192.ms_in22k", 21841, IMAGENET, 0.9, 'mit'),
+    ("swinv2_large_window12to16_192to256.ms_in22k_ft_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swinv2_large_window12to24_192to384.ms_in22k_ft_in1k", 1000, IMAGENET, 1.0, 'mit'),
+    ("swinv2_small_window16_256.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swinv2_small_window8_256.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swinv2_tiny_window16_256.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("swinv2_tiny_window8_256.ms_in1k", 1000, IMAGENET, 0.9, 'mit'),
+    ("vit_base_patch16_224.augreg2_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.augreg_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.orig_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.augreg_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.orig_in21k", 0, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.augreg_in21k", 21843, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.sam_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.bamboo", 115217, OPENAI_CLIP, 1.0, None),
+    ("vit_base_patch16_224.dino", 0, IMAGENET, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_224.mae", 0, IMAGENET, 0.9, 'cc-by-nc-4.0'),
+    ("vit_base_patch16_384.augreg_in21k_ft_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_base_patch16_384.orig_in21k_ft_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_base_patch16_384.augreg_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_base_patch32_224.augreg_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_224.augreg_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_224.orig_in21k", 0, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_224.augreg_in21k", 21843, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_224.sam_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_huge_patch14_224.orig_in21k", 0, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_huge_patch14_224.mae", 0, IMAGENET, 0.9, 'cc-by-nc-4.0'),
+    ("vit_large_patch16_224.augreg_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_large_patch16_224.orig_in21k", 0, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_large_patch16_224.augreg_in21k", 21843, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_large_patch16_224.mae", 0, IMAGENET, 0.9, 'cc-by-nc-4.0'),
+    ("vit_large_patch16_384.augreg_in21k_ft_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_small_patch16_224.augreg_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_small_patch16_224.augreg_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_small_patch16_224.augreg_in21k", 21843, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_small_patch16_224.dino", 0, IMAGENET, 0.9, 'apache-2.0'),
+    ("vit_small_patch16_384.augreg_in21k_ft_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_small_patch16_384.augreg_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_small_patch32_224.augreg_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_small_patch32_224.augreg_in21k", 21843, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_tiny_patch16_224.augreg_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_tiny_patch16_224.augreg_in21k", 21843, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_tiny_patch16_384.augreg_in21k_ft_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+]
+PRETRAINED: dict[str, PretrainedConfig] = {
+    name: PretrainedConfig(name, classes, DataConfig("bicubic", crop_pct, *norm), license)
+    for name, classes, norm, crop_pct, license in _PRETRAINED
 }
+DEFAULT_TAGS: dict[str, str] = {}  # architecture -> its default tag's full name
+for _name in PRETRAINED:
+    DEFAULT_TAGS.setdefault(_name.split(".")[0], _name)
+# Image preparation of each architecture: its default weights', as timm's `resolve_data_config`
+# gives it for a bare name.
+DATA_CONFIGS: dict[str, DataConfig] = {name: PRETRAINED[DEFAULT_TAGS[name]].data for name in MODEL_CONFIGS}
+
+
+def split_model_name(name: str) -> tuple[str, Optional[str]]:
+    """`"arch.tag"` -> `("arch", "tag")`; a bare `"arch"` -> `("arch", None)`."""
+    architecture, _, tag = name.partition(".")
+    return architecture, tag or None
+
+
+def get_pretrained_config(name: str) -> PretrainedConfig:
+    """The pretrained weights `name` names: `architecture.tag`, or a bare architecture for its
+    default tag (timm's). Unknown names raise a ValueError listing the tags there are."""
+    architecture, tag = split_model_name(name)
+    get_config(architecture)  # unknown architectures fail with the usual message
+    full = DEFAULT_TAGS.get(architecture) if tag is None else name
+    if full not in PRETRAINED:
+        known = ", ".join(list_pretrained(architecture + ".*")) or "none"
+        raise ValueError(f"no pretrained weights {name!r}; {architecture} has: {known}")
+    return PRETRAINED[full]
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Names (`architecture.tag`) of the pretrained weights matching a shell-style `pattern`,
+    each architecture's in timm's order (its default first)."""
+    return [name for name in PRETRAINED if fnmatch.fnmatch(name, pattern)]
 
 
 def get_data_config(name: str, **overrides: Any) -> DataConfig:
-    """The image preparation of model `name` (timm's for its default weights), with overrides
-    (`crop_pct`, `interpolation`, `mean`, `std`; None values are ignored)."""
-    get_config(name)  # unknown names fail with the usual message
+    """The image preparation of model `name` (timm's for its default weights) or of pretrained
+    weights `architecture.tag`, with overrides (`crop_pct`, `interpolation`, `mean`, `std`;
+    None values are ignored)."""
+    if "." in name:
+        base = get_pretrained_config(name).data
+    else:
+        get_config(name)  # unknown names fail with the usual message
+        base = DATA_CONFIGS[name]
     given = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(DATA_CONFIGS[name], **given)
+    return dataclasses.replace(base, **given)
 
 
 def list_models(pattern: str = "*") -> list[str]:

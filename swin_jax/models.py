@@ -43,3 +43,16 @@ def init_params(model: nn.Module, key: jax.Array | int = 0) -> Any:
 def param_shapes(model: nn.Module) -> Any:
     """The params pytree of `model` as `jax.ShapeDtypeStruct` leaves, computed without allocating."""
     return jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy_input(model))["params"]
+
+
+def fit_head(model: nn.Module, params: Any, seed: int = 0) -> Any:
+    """`params` loaded for another class count, fitted to `model`'s: the classifier is dropped
+    (`num_classes=0`) or replaced by a freshly initialised one (drawn with `seed`); every other
+    parameter is kept. Only the head is initialised, not the whole model."""
+    params = {k: v for k, v in params.items() if k != "head"}
+    if model.config.num_classes <= 0:
+        return params
+    features = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method=model.forward_features),
+                              param_shapes(model), dummy_input(model))
+    fresh = model.init(jax.random.PRNGKey(seed), jnp.zeros(features.shape, jnp.float32), method=model.forward_head)
+    return {**params, "head": fresh["params"]["head"]}

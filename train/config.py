@@ -51,7 +51,7 @@ class TrainConfig:
     ckpt_every: int = 0  # steps between checkpoints; 0: once per epoch
     keep: int = 3
     resume: bool = False
-    init: Optional[str] = None  # checkpoint to fine-tune from (any layout the converters read)
+    init: Optional[str] = None  # checkpoint to fine-tune from: a file in any layout, or architecture.tag / hf-hub:ORG/REPO
     max_steps: int = 0  # stop after this many steps (tests, debugging); 0: run all epochs
     export: bool = True  # write the final weights as a timm-layout .safetensors and check them in PyTorch
     coordinator: Optional[str] = None  # multi-host: "host:port" of process 0

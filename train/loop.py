@@ -24,6 +24,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
 from swin_jax.checkpoint_io import write_atomic
+from swin_jax.configs import PRETRAINED
 from train.config import TrainConfig
 from train.data import ArraySplit, Dataset, load_dataset, mix_parameters
 from train.pipeline import (BatchPlan, Batches, EvalTransform, ShiftTransform, check_state, default_workers,
@@ -155,9 +156,8 @@ def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> Any:
 def initial_params(cfg: TrainConfig, model: Any, log: Any) -> Any:
     """Fresh params, or those of `cfg.init` (any layout; grids resized; a new head when the
     class count differs)."""
-    params = swin_jax.init_params(model, cfg.seed)
     if not cfg.init:
-        return params
+        return swin_jax.init_params(model, cfg.seed)
     from swin_jax.checkpoint_io import read_checkpoint
     from swin_jax.convert import from_torch, infer_num_classes
 
@@ -166,8 +166,7 @@ def initial_params(cfg: TrainConfig, model: Any, log: Any) -> Any:
     source = model.clone(config=dataclasses.replace(model.config, num_classes=classes))
     loaded = dict(from_torch(source, state, layout))
     if classes != model.config.num_classes:
-        loaded.pop("head", None)
-        loaded["head"] = params["head"]
+        loaded = swin_jax.fit_head(model, loaded, cfg.seed)
         log(f"init: {cfg.init} ({layout} layout, {classes} classes); new {model.config.num_classes}-class head")
     else:
         log(f"init: {cfg.init} ({layout} layout)")
@@ -273,7 +272,9 @@ def build_inputs(cfg: TrainConfig, data: Dataset) -> Inputs:
         return Inputs(ShiftTransform(cfg.shift), ShiftTransform(0), (0.0,), (1.0,), erase_capacity=0)
     from train.transforms import TrainTransform, erasing_capacity
 
-    d = swin_jax.get_data_config(cfg.model, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
+    # pretrained weights of this architecture named by --init bring their own image preparation
+    weights = cfg.init if cfg.init and cfg.init.split(".")[0] == cfg.model and cfg.init in PRETRAINED else cfg.model
+    d = swin_jax.get_data_config(weights, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
     train_tf = TrainTransform(data.img_size, scale=(cfg.crop_scale, 1.0), interpolation=cfg.train_interpolation,
                               hflip=cfg.hflip, color_jitter=cfg.color_jitter or None, auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
                               mean=d.mean, re_prob=cfg.reprob)
