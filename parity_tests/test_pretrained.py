@@ -124,6 +124,8 @@ def timm_default_tag(architecture: str) -> str:
 def test_unknown_names_are_one_clear_error():
     with pytest.raises(ValueError, match=r"no pretrained weights 'swin_tiny_patch4_window7_224\.nope'.*ms_in1k"):
         get_pretrained_config("swin_tiny_patch4_window7_224.nope")
+    with pytest.raises(ValueError, match=r"no pretrained weights 'vit_tiny_patch16_224\.dino'.*augreg_in21k"):
+        swin_jax.load_pretrained("vit_tiny_patch16_224.dino")
     with pytest.raises(ValueError, match="unknown model 'swin_teeny"):
         get_pretrained_config("swin_teeny.ms_in1k")
     with pytest.raises(ValueError, match="ORG/REPO"):
@@ -259,6 +261,9 @@ def test_offline_and_not_cached_names_what_to_fetch(hub_cache):
     assert "hf download timm/swin_tiny_patch4_window7_224.ms_in22k model.safetensors" in text
     with pytest.raises(hub.WeightsNotCachedError, match="test-org/absent/w.pth"):
         swin_jax.load_pretrained("hf-hub:test-org/absent/w.pth", progress=False)
+    with pytest.raises(hub.WeightsNotCachedError,
+                       match="neither test-org/absent/model.safetensors nor test-org/absent/pytorch_model.bin"):
+        swin_jax.load_pretrained("hf-hub:test-org/absent", progress=False)
     after = sorted(hub_cache.converted.rglob("*")) if hub_cache.converted.exists() else []
     assert after == before
 
@@ -289,7 +294,7 @@ def test_names_work_where_checkpoints_do(hub_cache, vit_tag, tmp_path):
     pretrained weights' names and read them from the cache."""
     from swin_jax.parity import check_parity
     from train.config import TrainConfig
-    from train.loop import initial_params
+    from train.loop import image_preparation, initial_params
 
     result = run_cli("swin-jax", "inspect", VIT_TAG, env=hub_cache.env)
     assert result.returncode == 0, result.stderr
@@ -299,6 +304,11 @@ def test_names_work_where_checkpoints_do(hub_cache, vit_tag, tmp_path):
     assert result.returncode == 0, result.stderr
     _, expected = swin_jax.load_pretrained(VIT_TAG, progress=False)
     assert_trees_equal(swin_jax.load_checkpoint(swin_jax.create_model("vit_tiny_patch16_224"), out), expected)
+
+    assert image_preparation(TrainConfig(model="vit_small_patch16_224", init="vit_small_patch16_224.dino")).mean \
+        == (0.485, 0.456, 0.406)  # DINO's weights were trained with ImageNet's mean, the model's default with 0.5
+    assert image_preparation(TrainConfig(model="vit_small_patch16_224")).mean == (0.5, 0.5, 0.5)
+    assert image_preparation(TrainConfig(model="vit_small_patch16_224", init="other.pth")).mean == (0.5, 0.5, 0.5)
 
     report = check_parity("vit_tiny_patch16_224", checkpoint=VIT_TAG, batch=1)
     assert report.passed and VIT_TAG in report.weights

@@ -17,6 +17,7 @@ from swin_jax.configs import MODEL_CONFIGS, PretrainedConfig, get_pretrained_con
 
 HUB_PREFIX = "hf-hub:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # a repo's weights, looked for in this order (timm's)
+TIMM_WEIGHTS_FILE = "model.safetensors"  # every timm repository of a registered tag has it
 
 
 class WeightsNotCachedError(FileNotFoundError):
@@ -47,7 +48,7 @@ def parse_hub_name(name: str) -> Optional[HubWeights]:
     if architecture not in MODEL_CONFIGS:
         return None
     pretrained = get_pretrained_config(name)
-    return HubWeights(name, pretrained.hf_hub_id, pretrained=pretrained)
+    return HubWeights(name, pretrained.hf_hub_id, TIMM_WEIGHTS_FILE, pretrained=pretrained)
 
 
 def _hub_cache(cache_dir: Optional[str | Path]) -> str:

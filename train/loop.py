@@ -264,6 +264,14 @@ class Inputs:
                 / np.asarray(self.std, np.float32))
 
 
+def image_preparation(cfg: TrainConfig) -> Any:
+    """The run's `DataConfig` (interpolation, crop_pct, mean, std): that of the pretrained weights
+    `--init` names when they are weights of the trained architecture, else the model's default
+    weights'; `--crop-pct` and `--interpolation` override."""
+    weights = cfg.init if cfg.init in PRETRAINED and cfg.init.split(".")[0] == cfg.model else cfg.model
+    return swin_jax.get_data_config(weights, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
+
+
 def build_inputs(cfg: TrainConfig, data: Dataset) -> Inputs:
     """In-memory data: the random shift. Files: timm's training transform (random resized crop,
     flip, RandAugment or colour jitter, erasing boxes) and timm's evaluation transform, with the
@@ -272,9 +280,7 @@ def build_inputs(cfg: TrainConfig, data: Dataset) -> Inputs:
         return Inputs(ShiftTransform(cfg.shift), ShiftTransform(0), (0.0,), (1.0,), erase_capacity=0)
     from train.transforms import TrainTransform, erasing_capacity
 
-    # pretrained weights of this architecture named by --init bring their own image preparation
-    weights = cfg.init if cfg.init and cfg.init.split(".")[0] == cfg.model and cfg.init in PRETRAINED else cfg.model
-    d = swin_jax.get_data_config(weights, crop_pct=cfg.crop_pct, interpolation=cfg.interpolation)
+    d = image_preparation(cfg)
     train_tf = TrainTransform(data.img_size, scale=(cfg.crop_scale, 1.0), interpolation=cfg.train_interpolation,
                               hflip=cfg.hflip, color_jitter=cfg.color_jitter or None, auto_augment=None if (cfg.aa or "none").lower() == "none" else cfg.aa,
                               mean=d.mean, re_prob=cfg.reprob)
@@ -482,7 +488,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     except TrainingDiverged as err:
         print(f"swin-jax train: stopped: {err}", flush=True)
         return 1
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         print(f"swin-jax train: error: {err}", flush=True)
         return 2
     return 0
