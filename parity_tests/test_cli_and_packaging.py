@@ -228,13 +228,13 @@ def test_swin_jax_train_command_runs_the_training_cli(tmp_path):
     assert "--coordinator" in help_text and "--accum-steps" in help_text
 
 
-@pytest.mark.parametrize("name", ["swin_tiny_patch4_window7_224", "swinv2_tiny_window8_256"])
-def test_bench_command_writes_table_and_json(name, tmp_path):
+@pytest.mark.parametrize("name, remat", [("swin_tiny_patch4_window7_224", "none"), ("swinv2_tiny_window8_256", "block")])
+def test_bench_command_writes_table_and_json(name, remat, tmp_path):
     import json
 
     out = tmp_path / "bench.json"
     result = run("bench", name, "--batch", "1", "--img-size", "32", "32", "--train",
-                 "--repeats", "2", "--json", str(out))
+                 "--repeats", "2", "--json", str(out), "--remat", remat)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     frameworks = {(r["framework"], r["mode"]) for r in report["results"]}
@@ -243,6 +243,12 @@ def test_bench_command_writes_table_and_json(name, tmp_path):
     assert all(r["img_per_s"] > 0 and r["gflop_per_img"] > 0 for r in report["results"])
     assert all(len(r["times_s"]) == 2 for r in report["results"])  # --repeats rounds, interleaved
     assert "ratio" in result.stdout and "swin_jax" in result.stdout
+    # the compiled programs' XLA buffers, for the remat setting asked for
+    assert report["remat"] == remat and "XLA arg/out/temp MiB" in result.stdout
+    for r in report["results"]:
+        if r["framework"] == "swin_jax":
+            b = r["xla_buffers"]
+            assert b["temp"] > 0 and b["total"] == b["argument"] + b["output"] + b["temp"] - b["alias"]
 
 
 def test_bench_memory_probe_and_xla_options(tmp_path):

@@ -5,6 +5,7 @@ import signal
 import socket
 import time
 from pathlib import Path
+from typing import Optional
 
 import flax.traverse_util
 import jax
@@ -67,6 +68,44 @@ def test_decay_mask_equals_timms_groups(name, overrides):
     assert ours == timm_decayed
     if name.startswith("swinv2"):
         assert not any("cpb_mlp" in k or "logit_scale" in k for k in ours)
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("vit_small_patch16_224", {}),
+    ("swin_tiny_patch4_window7_224", {}),
+    ("swinv2_tiny_window8_256", dict(img_size=64, embed_dim=24, depths=(2, 2, 2), num_heads=(2, 2, 2))),
+])
+def test_layer_decay_scales_equal_timms(name, overrides):
+    """Each parameter's learning-rate scale under --layer-decay 0.75 is the lr_scale of its
+    group in timm's `param_groups_layer_decay` (same layer id per tensor), exactly; the weight
+    decay of each group agrees with our decay mask; the optimizer applies the scales."""
+    from timm.optim._param_groups import param_groups_layer_decay
+
+    from swin_jax.convert import canonical_key
+    from train.optim import layer_decay_scales
+
+    theirs = timm_model(name, **overrides)
+    groups = param_groups_layer_decay(theirs, 0.05, no_weight_decay_list=theirs.no_weight_decay(), layer_decay=0.75)
+    by_id = {id(p): n for n, p in theirs.named_parameters()}
+    timm_scale = {by_id[id(p)]: g["lr_scale"] for g in groups for p in g["params"]}
+    timm_decayed = {by_id[id(p)] for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    model = swin_jax.create_model(name, **overrides)
+    shapes = swin_jax.param_shapes(model)
+    scales = flax.traverse_util.flatten_dict(layer_decay_scales(shapes, model.config.family, 0.75))
+    ours = {canonical_key(path): scale for path, scale in scales.items()}
+    assert ours == timm_scale
+    assert len(set(ours.values())) > 3  # the scales do vary by layer
+    mask = flax.traverse_util.flatten_dict(decay_mask(shapes))
+    assert {canonical_key(path) for path, decayed in mask.items() if decayed} == timm_decayed
+
+    params = jax.tree.map(lambda s: jnp.ones(s.shape, s.dtype), shapes)
+    grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+    plain, scaled = (make_optimizer(lambda step: 1e-3, 0.05, 0.0, lr_scales=lr_scales)
+                     for lr_scales in (None, layer_decay_scales(shapes, model.config.family, 0.75)))
+    u_plain = flax.traverse_util.flatten_dict(plain.update(grads, plain.init(params), params)[0])
+    u_scaled = flax.traverse_util.flatten_dict(scaled.update(grads, scaled.init(params), params)[0])
+    for path, scale in scales.items():
+        np.testing.assert_array_equal(u_scaled[path], u_plain[path] * np.float32(scale))
 
 
 def test_adamw_matches_torch_for_20_steps(record):
@@ -192,11 +231,77 @@ def _compare_runs(reference: dict, other: dict, label: str, record) -> None:
     assert record(label, worst) <= 1e-5
 
 
-def test_four_devices_equal_one(one_device_run, o1_init, tmp_path, record):
-    result = _run_train(tmp_path, *SHORT_RUN, "--init", str(o1_init),
+@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
+def test_four_devices_equal_one(fsdp, one_device_run, o1_init, tmp_path, record):
+    """Data parallel over 4 devices, with the state replicated or (--fsdp) sharded: the same 6
+    steps as on one device."""
+    result = _run_train(tmp_path, *SHORT_RUN, "--init", str(o1_init), *(["--fsdp"] if fsdp else []),
                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert result.returncode == 0, result.stdout[-3000:]
-    _compare_runs(one_device_run, load_file(tmp_path / "model.safetensors"), "train: 4 devices vs 1", record)
+    assert ("fsdp: training state sharded over 4 devices" in result.stdout) == fsdp
+    _compare_runs(one_device_run, load_file(tmp_path / "model.safetensors"),
+                  f"train: 4 devices{' fsdp' if fsdp else ''} vs 1", record)
+
+
+def test_fsdp_with_accumulation_ema_and_bf16_equals_replicated(o1_init, tmp_path, record):
+    """--fsdp with gradient accumulation, EMA and bf16 compute on 4 devices ends where the
+    replicated run with the same options does (each device computes the same; only the order of
+    the gradient sums differs)."""
+    options = [*SHORT_RUN, "--init", str(o1_init), "--accum-steps", "2", "--ema-decay", "0.9", "--dtype", "bfloat16"]
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    runs = {}
+    for label, extra in (("replicated", []), ("fsdp", ["--fsdp"])):
+        result = _run_train(tmp_path / label, *options, *extra, env=env)
+        assert result.returncode == 0, result.stdout[-3000:]
+        runs[label] = load_file(tmp_path / label / "model.safetensors")
+    _compare_runs(runs["replicated"], runs["fsdp"], "train: fsdp vs replicated, accumulation + EMA + bf16", record)
+
+
+FSDP_CHECK = """
+import json, jax, numpy as np, swin_jax
+from jax.sharding import Mesh
+from train.config import PRESETS
+from train.loop import create_train_state
+from train.optim import lr_schedule, make_optimizer
+from train.sharding import FSDP_MIN_ELEMENTS, bytes_per_device, put_state, state_shardings
+
+cfg = PRESETS["digits"]
+model = swin_jax.create_model(cfg["model"], num_classes=10, in_chans=1, img_size=(32, 32), **cfg["model_args"])
+tx = make_optimizer(lr_schedule(1e-3, 0.0, 0.0, 1, 10), 0.05, 5.0, accum_steps=2)  # + accumulated gradients
+state = create_train_state(swin_jax.init_params(model), tx, ema=True)
+mesh = Mesh(np.array(jax.devices()), ("data",))
+state = put_state(state, state_shardings(state, mesh, fsdp=True))
+total = replicated = 0
+for x in jax.tree.leaves(state):
+    nbytes = x.size * x.dtype.itemsize
+    total += nbytes
+    split = [a for a, name in enumerate(x.sharding.spec) if name == "data"]
+    shard_shapes = {s.data.shape for s in x.addressable_shards}
+    if split:
+        (axis,) = split
+        assert x.shape[axis] == max(d for d in x.shape if d % 4 == 0), (x.shape, axis)  # the largest such axis
+        assert shard_shapes == {x.shape[:axis] + (x.shape[axis] // 4,) + x.shape[axis + 1:]}
+    else:
+        assert x.size < FSDP_MIN_ELEMENTS or all(d % 4 for d in x.shape), x.shape
+        assert shard_shapes == {x.shape}
+        replicated += nbytes
+held = bytes_per_device(state)
+assert len(held) == 4 and len(set(held.values())) == 1
+print(json.dumps(dict(total=total, replicated=replicated, per_device=max(held.values()))))
+"""
+
+
+def test_fsdp_shards_params_and_optimizer_state(record):
+    """--fsdp on 4 devices: every large array of the state (params, AdamW moments, accumulated
+    gradients, EMA) is split along its largest axis divisible by 4; each device holds a quarter
+    of the sharded bytes plus the small replicated arrays."""
+    result = run_cli("python", "-c", FSDP_CHECK, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    sizes = json.loads(result.stdout.strip().splitlines()[-1])
+    sharded = sizes["total"] - sizes["replicated"]
+    assert sizes["per_device"] == sharded // 4 + sizes["replicated"]
+    assert sizes["replicated"] < 0.1 * sizes["total"]
+    record("fsdp: digits state bytes per device / total", sizes["per_device"] / sizes["total"])
 
 
 def _free_port() -> int:
@@ -216,23 +321,58 @@ def test_two_hosts_of_two_devices_equal_one(one_device_run, o1_init, tmp_path, r
                   record)
 
 
+def test_fsdp_two_hosts_of_two_devices_equal_one(one_device_run, o1_init, tmp_path, record):
+    """--fsdp over 2 processes of 2 devices: the state sharded across hosts, the same 6 steps."""
+    address = f"127.0.0.1:{_free_port()}"
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    procs = [_run_train(tmp_path, *SHORT_RUN, "--init", str(o1_init), "--fsdp", "--coordinator", address,
+                        "--num-processes", "2", "--process-id", str(i), env=env, wait=False) for i in range(2)]
+    outputs = [p.communicate(timeout=900)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
+    assert "fsdp: training state sharded over 4 devices" in outputs[0]
+    _compare_runs(one_device_run, load_file(tmp_path / "model.safetensors"), "train: fsdp 2 hosts x 2 devices vs 1",
+                  record)
+
+
 # ----- checkpoints
 
 
-def test_kill_9_then_resume_is_bit_exact(tmp_path):
-    """The whole run reads its batches in-process; the killed and the resumed run through 2 grain
-    worker processes, resuming from the iterator state saved in the checkpoint."""
-    steps = ["--max-steps", "20", "--ckpt-every", "5", "--keep", "2"]
-    whole = _run_train(tmp_path / "whole", *steps, "--workers", "0")
-    assert whole.returncode == 0, whole.stdout[-3000:]
-    victim = _run_train(tmp_path / "killed", *steps, "--workers", "2", wait=False)
-    checkpoints = tmp_path / "killed" / "checkpoints"
+KILL_RUN = ["--max-steps", "20", "--ckpt-every", "5", "--keep", "2"]
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory, o1_init) -> Path:
+    """20 uninterrupted steps on one device, batches read in-process."""
+    out = tmp_path_factory.mktemp("whole")
+    result = _run_train(out, *KILL_RUN, "--init", str(o1_init), "--workers", "0")
+    assert result.returncode == 0, result.stdout[-3000:]
+    return out
+
+
+def _kill_after_first_checkpoint(out: Path, *extra: str, env: Optional[dict] = None) -> None:
+    victim = _run_train(out, *KILL_RUN, *extra, env=env, wait=False)
+    checkpoints = out / "checkpoints"
     deadline = time.time() + 600
     while time.time() < deadline and not (checkpoints / "5").is_dir():  # the first checkpoint: 15 steps to spare
         time.sleep(0.05)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert victim.returncode == -signal.SIGKILL
+
+
+def _evaluations(run: Path) -> list[dict]:
+    import csv
+
+    with (run / "metrics.csv").open() as f:
+        return [{k: r[k] for k in ("step", "test_loss", "test_acc", "lr")} for r in csv.DictReader(f)]
+
+
+def test_kill_9_then_resume_is_bit_exact(whole_run, o1_init, tmp_path):
+    """The whole run reads its batches in-process; the killed and the resumed run through 2 grain
+    worker processes, resuming from the iterator state saved in the checkpoint."""
+    steps = [*KILL_RUN, "--init", str(o1_init)]
+    _kill_after_first_checkpoint(tmp_path / "killed", "--init", str(o1_init), "--workers", "2")
+    checkpoints = tmp_path / "killed" / "checkpoints"
     saved = json.loads(next((checkpoints / "5").glob("data*/*")).read_text())  # the iterator state
     assert saved["next_step"] == 5 and saved["batch_size"] == 64
     done = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
@@ -240,19 +380,45 @@ def test_kill_9_then_resume_is_bit_exact(tmp_path):
     resumed = _run_train(tmp_path / "killed", *steps, "--workers", "2", "--resume")
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "resumed from step" in resumed.stdout
-    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
+    a, b = load_file(whole_run / "model.safetensors"), load_file(tmp_path / "killed" / "model.safetensors")
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
     kept = sorted(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
     assert kept == [15, 20]  # keep the last k
-    # evaluations are identical (train loss averages and timings depend on where the run was cut)
-    def evaluations(run):
-        import csv
+    # evaluations are identical (train loss averages and timings depend on where the run was cut),
+    # and so is every step's loss, the killed run's steps.csv picking up at the checkpoint
+    assert _evaluations(tmp_path / "killed") == _evaluations(whole_run) and len(_evaluations(whole_run)) == 1
+    assert (tmp_path / "killed" / "steps.csv").read_text() == (whole_run / "steps.csv").read_text()
+    assert len(_step_losses(whole_run)) == 20
 
-        with (tmp_path / run / "metrics.csv").open() as f:
-            return [(r["step"], r["test_loss"], r["test_acc"], r["lr"]) for r in csv.DictReader(f)]
 
-    assert evaluations("killed") == evaluations("whole") and len(evaluations("whole")) == 1  # step 20
+def _step_losses(run: Path) -> dict[int, float]:
+    import csv
+
+    with (run / "steps.csv").open() as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
+
+
+def test_fsdp_kill_9_on_four_devices_then_resume_on_two(o1_init, tmp_path, record):
+    """An --fsdp run on 4 devices killed after its first checkpoint resumes on 2 devices: orbax
+    restores the sharded state onto the new mesh, and every step's loss is the uninterrupted
+    4-device run's within 1e-5 (relative)."""
+    four = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+    whole = _run_train(tmp_path / "whole", *KILL_RUN, "--init", str(o1_init), "--fsdp", env=four)
+    assert whole.returncode == 0, whole.stdout[-3000:]
+    out = tmp_path / "killed"
+    _kill_after_first_checkpoint(out, "--init", str(o1_init), "--fsdp", env=four)
+    resumed = _run_train(out, *KILL_RUN, "--fsdp", "--resume",
+                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "resumed from step" in resumed.stdout and "sharded over 2 devices" in resumed.stdout
+    ours, theirs = _step_losses(out), _step_losses(tmp_path / "whole")
+    assert sorted(ours) == sorted(theirs) == list(range(1, 21))
+    worst = max(abs(ours[s] - theirs[s]) / abs(theirs[s]) for s in theirs)
+    assert record("train: fsdp 4 devices killed, resumed on 2: step losses vs uninterrupted", worst) <= 1e-5
+    assert all(ours[s] == theirs[s] for s in range(1, 6))  # before the kill: the same program on the same devices
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    record("train: fsdp 4 devices killed, resumed on 2: params vs uninterrupted", max(rel_diff(a[k], b[k], 0) for k in a))
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -52,6 +52,7 @@ class Result:
     mfu: float = 0.0  # achieved FLOP/s / measured matmul peak
     times_s: list[float] = field(default_factory=list)
     note: str = ""
+    xla_buffers: dict = field(default_factory=dict)  # swin_jax: `buffer_sizes` of the compiled program
 
 
 class PeakMemory:
@@ -191,38 +192,161 @@ def _model_flops(model: Any, params: Any, x: Any) -> float:
     return forward_flops(jax.jit(lambda p, x: written.apply({"params": p}, x)), params, x)
 
 
-def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
-              repeats: int, compiler_options: Optional[dict[str, str]] = None) -> Result:
+def trainer_step(model: Any, state: Any, fsdp: bool = False, devices: Optional[int] = None) -> tuple[Any, dict, Any]:
+    """The trainer's own step (train.loop), jitted as `python -m train` compiles it: AdamW with
+    the recipe's weight-decay mask and clipping, mixup / cutmix, label smoothing and EMA off
+    (timm's side runs plain cross-entropy), dropout keys drawn as in training; over a mesh of the
+    first `devices` local devices (with `fsdp` all by default), the state sharded (`fsdp`) or
+    replicated, else on one device. `state` (arrays or
+    their shapes) gives the state's structure. Returns (the step: (state, batch, mix) -> state,
+    the no-mixing `mix`, the (state, batch) shardings the step takes, or None on one device)."""
+    import jax
+    import numpy as np
+    import optax
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+    from train.data import mix_parameters
+    from train.loop import train_step
+    from train.sharding import DATA_AXIS, state_shardings
+
+    schedule = optax.constant_schedule(1e-4)
+    no_mix = mix_parameters(0, 0, model.config.img_size, mixup=0.0, cutmix=0.0, switch_prob=0.5)
+    step = functools.partial(train_step, model=model, tx=bench_optimizer(), schedule=schedule,
+                             key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=1)
+    if not fsdp and devices is None:
+        return jax.jit(lambda s, b, m: step(s, b, m)[0], donate_argnums=0), no_mix, None
+    mesh = Mesh(np.array(jax.devices()[:devices]), (DATA_AXIS,))
+    placement, batch_sharding = state_shardings(state, mesh, fsdp), NamedSharding(mesh, P(DATA_AXIS))
+    fn = jax.jit(lambda s, b, m: step(s, b, m)[0], donate_argnums=0, out_shardings=placement,
+                 in_shardings=(placement, batch_sharding, NamedSharding(mesh, P())))
+    return fn, no_mix, (placement, batch_sharding)
+
+
+def bench_optimizer() -> Any:
+    """The bench's optimizer: the trainer's AdamW at a constant rate (weight decay 0.05, clip 5)."""
+    import optax
+
+    from train.optim import make_optimizer
+
+    return make_optimizer(optax.constant_schedule(1e-4), 0.05, 5.0)
+
+
+def buffer_sizes(compiled: Any) -> dict[str, int]:
+    """XLA's memory analysis of a compiled program in bytes: `argument`, `output`, `temp`
+    (temporaries: the activations a train step keeps for its backward pass live here), `alias`
+    (outputs written over donated arguments) and `total` (what the program holds at once);
+    empty where the backend does not report it."""
+    analysis = compiled.memory_analysis()
+    if analysis is None:
+        return {}
+    sizes = {k: int(getattr(analysis, f"{k}_size_in_bytes")) for k in ("argument", "output", "temp", "alias")}
+    sizes["total"] = sizes["argument"] + sizes["output"] + sizes["temp"] - sizes["alias"]
+    return sizes
+
+
+def step_memory(model: Any, batch: int, compiler_options: Optional[dict] = None, fsdp: bool = False,
+                devices: Optional[int] = None) -> dict[str, int]:
+    """`buffer_sizes` of the trainer's step for `model` and `batch` images (per device: over the
+    first `devices` local devices, or all with `fsdp`; the state sharded with `fsdp`, else
+    replicated), compiled from abstract values
+    (nothing of the model's size is allocated) with `compiler_options` (default: the model's,
+    `swin_jax.compiler_options`, as the trainer compiles it)."""
     import jax
     import jax.numpy as jnp
-    import optax
+
+    from swin_jax.compiler import compiler_options as model_options
+    from swin_jax.models import param_shapes
+    from train.loop import create_train_state
+
+    if compiler_options is None:
+        compiler_options = model_options(model)
+    state = jax.eval_shape(lambda p: create_train_state(p, bench_optimizer(), ema=False), param_shapes(model))
+    fn, no_mix, _ = trainer_step(model, state, fsdp, devices)
+    images = jax.ShapeDtypeStruct((batch, *model.config.img_size, model.config.in_chans), jnp.float32)
+    labels = jax.ShapeDtypeStruct((batch,), jnp.int32)
+    return buffer_sizes(fn.lower(state, {"images": images, "labels": labels}, no_mix).compile(compiler_options))
+
+
+def memory_table(models: Sequence[str], batch: int, remats: Sequence[str] = ("none", "block"),
+                 log: Callable[[str], None] = print, time_steps: int = 2) -> list[dict]:
+    """The trainer's step for each model x remat x placement: XLA's buffers per device, on one
+    device and on every local device with the state replicated or sharded (FSDP), and the step
+    time on one device (median of `time_steps` after a warm-up). On a CPU, get several devices
+    with XLA_FLAGS=--xla_force_host_platform_device_count=N (they share the cores, so only the
+    one-device step time means anything)."""
+    import jax
+    import jax.numpy as jnp
+
+    import swin_jax
+    from train.loop import create_train_state
+
+    n = jax.device_count()
+    placements = [(1, False)] + ([(n, False), (n, True)] if n > 1 else [])
+    rows = []
+    for name in models:
+        for remat in remats:
+            model = swin_jax.create_model(name, remat=remat, drop_path_rate=0.0)
+            for devices, fsdp in placements:
+                buffers = step_memory(model, batch, fsdp=fsdp, devices=None if devices == 1 else devices)
+                row = dict(model=name, remat=remat, devices=devices, state="fsdp" if fsdp else "replicated",
+                           batch=batch, **{f"{k}_mib": v / 2**20 for k, v in buffers.items()}, step_s=float("nan"))
+                if devices == 1 and time_steps:
+                    state = [create_train_state(swin_jax.init_params(model, 0), bench_optimizer(), ema=False)]
+                    fn, no_mix, _ = trainer_step(model, state[0])
+                    images = jax.random.normal(jax.random.PRNGKey(0), (batch, *model.config.img_size, 3))
+                    data = {"images": images, "labels": jnp.zeros((batch,), jnp.int32)}
+                    compiled = fn.lower(state[0], data, no_mix).compile(swin_jax.compiler_options(model))
+
+                    def run() -> None:
+                        state[0] = compiled(state[0], data, no_mix)
+                        jax.block_until_ready(state[0])
+
+                    run()
+                    row["step_s"] = statistics.median(_timed(run, time_steps))
+                    del state, compiled
+                log(f"  {name} remat {remat}, {devices} device(s) {row['state']}: {row['total_mib']:.0f} MiB per device"
+                    f" (temporaries {row['temp_mib']:.0f}), step {row['step_s']:.2f} s")
+                rows.append(row)
+    return rows
+
+
+def memory_markdown(rows: Sequence[dict]) -> str:
+    """`memory_table`'s rows as a markdown table."""
+    head = "| model | remat | devices | state | arguments MiB | temporaries MiB | total per device MiB | step s (1 device) |"
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        step = "-" if r["step_s"] != r["step_s"] else f"{r['step_s']:.2f}"
+        lines.append(f"| {r['model']} | {r['remat']} | {r['devices']} | {r['state']} | {r['argument_mib']:.0f} | "
+                     f"{r['temp_mib']:.0f} | {r['total_mib']:.0f} | {step} |")
+    return "\n".join(lines)
+
+
+def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
+              repeats: int, compiler_options: Optional[dict[str, str]] = None, remat: str = "none",
+              fsdp: bool = False) -> Result:
+    import jax
+    import jax.numpy as jnp
 
     import swin_jax
 
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     on_gpu = jax.default_backend() == "gpu"
     mem = PeakMemory().start()  # from before the model exists: params, optimizer state, buffers
-    model = swin_jax.create_model(name, img_size=img_size, dtype=jdtype, drop_path_rate=0.0)
+    model = swin_jax.create_model(name, img_size=img_size, dtype=jdtype, drop_path_rate=0.0, remat=remat)
     params = swin_jax.init_params(model, 0)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, *img_size, model.config.in_chans))
     result = Result(name, "swin_jax", "train" if train else "forward", batch, img_size, dtype)
     fwd = jax.jit(lambda p, x: model.apply({"params": p}, x))
     if train:
-        # the trainer's own step (train.loop), as `python -m train` compiles it: AdamW with the
-        # recipe's weight-decay mask and clipping, mixup / cutmix, label smoothing and EMA off
-        # (timm's side runs plain cross-entropy), dropout keys drawn as in training
-        from train.data import mix_parameters
-        from train.loop import create_train_state, train_step
-        from train.optim import make_optimizer
+        from train.loop import create_train_state
+        from train.sharding import put_state
 
-        schedule = optax.constant_schedule(1e-4)
-        tx = make_optimizer(schedule, 0.05, 5.0)
         batch_arrays = {"images": x, "labels": jnp.zeros((batch,), jnp.int32)}
-        no_mix = mix_parameters(0, 0, img_size, mixup=0.0, cutmix=0.0, switch_prob=0.5)
-        step = functools.partial(train_step, model=model, tx=tx, schedule=schedule, key=jax.random.PRNGKey(0),
-                                 ema_decay=0.0, accum_steps=1)
-        state = [create_train_state(params, tx, ema=False)]
-        fn = jax.jit(lambda s, b, m: step(s, b, m)[0], donate_argnums=0)
+        state = [create_train_state(params, bench_optimizer(), ema=False)]
+        fn, no_mix, placement = trainer_step(model, state[0], fsdp)
+        if placement is not None:  # placed as the step takes them
+            state[0] = put_state(state[0], placement[0])
+            batch_arrays = jax.device_put(batch_arrays, placement[1])
         t = time.perf_counter()
         compiled = fn.lower(state[0], batch_arrays, no_mix).compile(compiler_options)
         result.compile_s = time.perf_counter() - t
@@ -242,12 +366,13 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     # library matmuls); a train step counts forward + backward (2x forward), the usual MFU convention
     result.gflop_per_img = (3 if train else 1) * _model_flops(model, params, x) / batch / 1e9
     swin_jax.trim_host_memory()  # as the trainer does after compiling
-    buffers = compiled.memory_analysis()
+    buffers = buffer_sizes(compiled)
     xla_mib = 0.0
-    if buffers is not None:  # what XLA allocates for the step: arguments, outputs, temporaries
-        xla_mib = (buffers.argument_size_in_bytes + buffers.output_size_in_bytes + buffers.temp_size_in_bytes
-                   - buffers.alias_size_in_bytes) / 2**20
-        result.note = f"XLA buffers {xla_mib:.0f} MiB"
+    if buffers:  # what XLA allocates for the step: arguments, outputs, temporaries
+        xla_mib = buffers["total"] / 2**20
+        result.note = (f"XLA buffers {xla_mib:.0f} MiB (arguments {buffers['argument'] / 2**20:.0f}, "
+                       f"outputs {buffers['output'] / 2**20:.0f}, temporaries {buffers['temp'] / 2**20:.0f})")
+        result.xla_buffers = buffers
     run()  # warm-up
     result.times_s = _timed(run, repeats)
     mem.stop()
@@ -330,7 +455,8 @@ def memory_probe(spec: dict) -> float:
     base = jax_device.memory_stats()["bytes_in_use"] if on_gpu else _rss_bytes()
     args = (spec["model"], spec["batch"], tuple(spec["img_size"]), spec["dtype"], spec["mode"] == "train", 1)
     if spec["framework"] == "swin_jax":
-        bench_jax(*args, compiler_options=spec.get("compiler_options"))
+        bench_jax(*args, compiler_options=spec.get("compiler_options"), remat=spec.get("remat", "none"),
+                  fsdp=spec.get("fsdp", False))
         if on_gpu:
             return (jax_device.memory_stats()["peak_bytes_in_use"] - base) / 2**20
     else:
@@ -364,12 +490,15 @@ def isolated_peak_mib(spec: dict) -> float:
 def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, int]], dtype: str,
               modes: Sequence[str], repeats: int, torch_compile: bool, log: Callable[[str], None] = print,
               memory: bool = False, compiler_options: Optional[dict[str, str]] = None,
-              plain_xla: bool = False) -> dict:
+              plain_xla: bool = False, remat: str = "none", fsdp: bool = False) -> dict:
     """Measure every model x mode for swin_jax and timm; returns the JSON-able report.
 
     `memory` also measures each peak alone in a child process. The swin_jax programs compile
     with `swin_jax.compiler_options(model)` (what the trainer uses; XLA's defaults with
-    `plain_xla`), updated by `compiler_options` (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...})."""
+    `plain_xla`), updated by `compiler_options` (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...}).
+    `remat` is the swin_jax models' activation remat (`swin_jax.configs.REMAT_CHOICES`); timm
+    runs without gradient checkpointing. `fsdp` runs swin_jax's train step as `python -m train --fsdp`
+    does, over every local device with the state sharded (its XLA buffers are per device)."""
     import jax
     import timm
     import torch
@@ -383,11 +512,12 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
     results: list[Result] = []
     for name in models:
         size = tuple(img_size or swin_jax.get_config(name).img_size)
-        compiler_options = {**({} if plain_xla else swin_jax.compiler_options(name)), **extra_options}
+        config = swin_jax.get_config(name, remat=remat)
+        compiler_options = {**({} if plain_xla else swin_jax.compiler_options(config)), **extra_options}
         options_used[name] = compiler_options
         for mode in modes:
             train = mode == "train"
-            runs = [lambda: bench_jax(name, batch, size, dtype, train, 1, compiler_options),
+            runs = [lambda: bench_jax(name, batch, size, dtype, train, 1, compiler_options, remat, fsdp),
                     lambda: bench_timm(name, batch, size, dtype, train, 1, False)]
             if torch_compile:
                 runs.append(lambda: bench_timm(name, batch, size, dtype, train, 1, True))
@@ -403,7 +533,9 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
             if memory:
                 for r in measured:
                     spec = {"model": name, "framework": r.framework, "mode": mode, "batch": batch,
-                            "img_size": list(size), "dtype": dtype, "compiler_options": compiler_options}
+                            "img_size": list(size), "dtype": dtype, "compiler_options": compiler_options,
+                            "remat": remat,
+        "fsdp": fsdp, "fsdp": fsdp}
                     try:
                         r.isolated_peak_mib = isolated_peak_mib(spec)
                     except subprocess.CalledProcessError as err:
@@ -422,16 +554,26 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
                     # XLA:GPU's default for float32 dots, matched on the torch side
                     "float32_matmuls": "tf32" if torch_device() == "cuda" else "float32"},
         "compiler_options": options_used,  # per model
+        "remat": remat,
+        "fsdp": fsdp,
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "swin_jax": swin_jax.__version__},
         "results": [asdict(r) for r in results],
     }
 
 
+def _buffers_cell(buffers: dict) -> str:
+    """XLA's buffers of the compiled program: arguments / outputs / temporaries (MiB)."""
+    if not buffers:
+        return "-"
+    return "/".join(f"{buffers[k] / 2**20:.0f}" for k in ("argument", "output", "temp"))
+
+
 def table(report: dict, markdown: bool = False) -> str:
     """The results as a text (or markdown) table with swin_jax / timm-eager ratios."""
     rows = report["results"]
-    head = ["model", "mode", "framework", "img/s", "ratio", "compile s", "peak MiB", "alone MiB", "GFLOP/img", "MFU"]
+    head = ["model", "mode", "framework", "img/s", "ratio", "compile s", "peak MiB", "alone MiB", "GFLOP/img", "MFU",
+            "XLA arg/out/temp MiB"]
     body = []
     for r in rows:
         base = next((b for b in rows if b["model"] == r["model"] and b["mode"] == r["mode"]
@@ -440,11 +582,11 @@ def table(report: dict, markdown: bool = False) -> str:
         body.append([r["model"], r["mode"], r["framework"], f"{r['img_per_s']:.2f}", f"{ratio:.2f}",
                      f"{r['compile_s']:.1f}", f"{r['peak_mem_mib']:.0f}",
                      f"{r['isolated_peak_mib']:.0f}" if r["isolated_peak_mib"] >= 0 else "-", f"{r['gflop_per_img']:.2f}",
-                     f"{100 * r['mfu']:.0f}%"])
+                     f"{100 * r['mfu']:.0f}%", _buffers_cell(r.get("xla_buffers") or {})])
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in body])
-    widths = [30, 9, 14, 9, 7, 10, 10, 10, 10, 7]
+    widths = [30, 9, 14, 9, 7, 10, 10, 10, 10, 7, 22]
     fmt = lambda row: "".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
     return "\n".join([fmt(head)] + [fmt(row) for row in body])
 

@@ -108,6 +108,17 @@ def _bench(args: argparse.Namespace) -> int:
 
     from swin_jax.bench import run_bench, table, write_json  # sets XLA_PYTHON_CLIENT_PREALLOCATE=false
 
+    if args.memory_table:  # the train step's memory per device by remat and placement
+        import json
+
+        from swin_jax.bench import memory_markdown, memory_table
+
+        rows = memory_table(args.models, batch, log=lambda m: print(m, file=sys.stderr))
+        print(memory_markdown(rows))
+        Path(json_path).write_text(json.dumps(rows, indent=1))
+        print(f"wrote {json_path}")
+        return 0
+
     modes = ["forward", "train"] if args.train else ["forward"]
     options = {}
     for item in args.xla_option:
@@ -119,7 +130,8 @@ def _bench(args: argparse.Namespace) -> int:
         options[key] = {"true": True, "false": False}.get(value.lower(), int(value) if value.isdigit() else value)
     report = run_bench(args.models, batch, tuple(args.img_size) if args.img_size else None, args.dtype,
                        modes, repeats, args.torch_compile, log=lambda m: print(m, file=sys.stderr),
-                       memory=args.memory, compiler_options=options or None, plain_xla=args.plain_xla)
+                       memory=args.memory, compiler_options=options or None, plain_xla=args.plain_xla,
+                       remat=args.remat, fsdp=args.fsdp)
     print(table(report, markdown=args.markdown))
     print(f"wrote {write_json(report, json_path)}")
     return 0
@@ -149,6 +161,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from swin_jax.configs import REMAT_CHOICES
     from swin_jax.layouts import LAYOUTS
 
     layouts = ", ".join(LAYOUTS)
@@ -233,6 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
                        help="image size (default: the model's; 224 224 with --input)")
     bench.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     bench.add_argument("--train", action="store_true", help="also time a full train step")
+    bench.add_argument("--remat", choices=REMAT_CHOICES, default="none",
+                       help="swin_jax's activation remat (default none); the table's note gives the compiled "
+                            "program's XLA buffers: arguments, outputs, temporaries")
+    bench.add_argument("--memory-table", action="store_true",
+                       help="instead: the train step's XLA buffers per device for remat none / block, on one device "
+                            "and on every local device replicated / FSDP, with the one-device step time (on a CPU, "
+                            "XLA_FLAGS=--xla_force_host_platform_device_count=4 makes 4 devices)")
+    bench.add_argument("--fsdp", action="store_true",
+                       help="run swin_jax's train step as `python -m train --fsdp` does: over every local device, "
+                            "params and optimizer state sharded (XLA buffers per device)")
     bench.add_argument("--repeats", type=int,
                        help="timed rounds, each running every framework once in turn (medians are reported; "
                             "default 10, 5 with --input)")

@@ -15,17 +15,21 @@ def compiler_options(model: Any, backend: str | None = None) -> dict[str, str]:
     """The options for `model`'s programs (a model name, config or created model) on `backend`
     ("cpu", "gpu", ...; default: JAX's default backend, where jit places a program unless told
     otherwise): `swin_jax.kernels.COMPILER_OPTIONS[backend][family]` when this jaxlib accepts
-    them, else none."""
+    them, else none; with activation remat (`config.remat`) also
+    `swin_jax.kernels.REMAT_COMPILER_OPTIONS[backend]`."""
     import jax
 
     from swin_jax.configs import get_config
-    from swin_jax.kernels import COMPILER_OPTIONS
+    from swin_jax.kernels import COMPILER_OPTIONS, REMAT_COMPILER_OPTIONS
 
     config = get_config(model) if isinstance(model, str) else getattr(model, "config", model)
-    options = COMPILER_OPTIONS.get(backend or jax.default_backend(), {}).get(config.family, {})
+    backend = backend or jax.default_backend()
+    options = dict(COMPILER_OPTIONS.get(backend, {}).get(config.family, {}))
+    if getattr(config, "remat", "none") != "none":
+        options.update(REMAT_COMPILER_OPTIONS.get(backend, {}))
     if not options or not _accepted(tuple(options.items())):
         return {}
-    return dict(options)
+    return options
 
 
 @functools.lru_cache(maxsize=None)

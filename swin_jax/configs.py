@@ -83,6 +83,20 @@ def to_kernels(value: Union[Kernels, dict, None]) -> Kernels:
     raise TypeError(f"kernels must be a swin_jax.Kernels or a dict, got {type(value).__name__}")
 
 
+# Activation rematerialisation (`remat` of a model config): what the backward pass recomputes
+# instead of keeping from the forward pass. "block": each transformer block (and Swin's patch
+# embedding and patch merging layers) keeps only its input and is run again in the backward pass
+# (memory per block ~ its input; one more forward pass of compute); "attention": only the
+# attention of each block is recomputed (its scores and probabilities, the (heads, N, N) tensors,
+# are not kept); "none": everything is kept.
+REMAT_CHOICES = ("none", "block", "attention")
+
+
+def _check_remat(value: str) -> None:
+    if value not in REMAT_CHOICES:
+        raise ValueError(f"remat must be one of {REMAT_CHOICES}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class SwinConfig:
     """Swin Transformer V1 hyper-parameters (timm's `SwinTransformer` arguments).
@@ -106,6 +120,7 @@ class SwinConfig:
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
     kernels: Kernels = Kernels()
+    remat: str = "none"  # REMAT_CHOICES
 
     family = "swin"
     layer_norm_eps = 1e-5
@@ -118,6 +133,7 @@ class SwinConfig:
         object.__setattr__(self, "kernels", to_kernels(self.kernels))
         object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
+        _check_remat(self.remat)
         if len(self.depths) != len(self.num_heads):
             raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} differ in length")
         for i, heads in enumerate(self.num_heads):
@@ -224,6 +240,7 @@ class VitConfig:
     drop_path_rate: float = 0.0
     layer_norm_eps: float = 1e-6  # timm and torchvision; transformers' ViT configs use 1e-12
     kernels: Kernels = Kernels()
+    remat: str = "none"  # REMAT_CHOICES
 
     family = "vit"
     head_key = "head.weight"
@@ -232,6 +249,7 @@ class VitConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "img_size", to_pair(self.img_size))
         object.__setattr__(self, "kernels", to_kernels(self.kernels))
+        _check_remat(self.remat)
         if self.global_pool not in ("token", "avg"):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:

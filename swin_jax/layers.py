@@ -28,6 +28,19 @@ def trunc_normal(std: float) -> Callable[..., jax.Array]:
     return init
 
 
+@functools.lru_cache(maxsize=None)
+def _rematted(module_cls: type, static_argnums: tuple[int, ...]) -> type:
+    return nn.remat(module_cls, static_argnums=static_argnums)
+
+
+def remat_if(enabled: bool, module_cls: type, static_argnums: tuple[int, ...]) -> type:
+    """`module_cls`, or with `enabled` the same module under `nn.remat` (`jax.checkpoint`): its
+    activations are recomputed in the backward pass instead of kept. Parameter names and values
+    do not change. `static_argnums` counts the module as argument 0 (flags such as
+    `deterministic`, which select a program, are static)."""
+    return _rematted(module_cls, static_argnums) if enabled else module_cls
+
+
 def Dense(features: int, use_bias: bool = True, dtype: Any = jnp.float32, name: str | None = None) -> nn.Dense:
     """nn.Dense with timm's init (trunc-normal 0.02, zero bias) and float32 params."""
     return nn.Dense(

@@ -16,7 +16,7 @@ import numpy as np
 
 from swin_jax.configs import IntPair, Kernels, SwinConfig
 from swin_jax.kernels import materialize_cotangent
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, remat_if, trunc_normal
 
 # ---------------------------------------------------------------------------------------------
 # Window operations: plain functions on (B, H, W, C) arrays. They work on numpy and jax arrays.
@@ -150,12 +150,13 @@ class SwinBlock(nn.Module):
     eps: float = 1e-5
     dtype: Any = jnp.float32
     kernels: Kernels = Kernels()
+    remat_attention: bool = False  # recompute the attention in the backward pass (config.remat "attention")
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         c = x.shape[-1]
         x = materialize_cotangent(x, self.kernels)
-        attn = WindowAttention(self.num_heads, self.window_size, self.qkv_bias, self.attn_drop, self.proj_drop,
+        attn = remat_if(self.remat_attention, WindowAttention, (3,))(self.num_heads, self.window_size, self.qkv_bias, self.attn_drop, self.proj_drop,
                                dtype=self.dtype, kernels=self.kernels, name="attn")
         y = LayerNorm(self.eps, self.dtype, self.kernels, name="norm1")(x)
         y = attend_in_windows(y, self.window_size, self.shift_size, lambda t, mask: attn(t, mask, deterministic))
@@ -210,14 +211,16 @@ class SwinStage(nn.Module):
 
     def block(self, j: int, window: IntPair, shift: IntPair, drop_path: float) -> nn.Module:
         cfg, i = self.config, self.stage
-        return SwinBlock(cfg.num_heads[i], window, shift, cfg.mlp_ratio, cfg.qkv_bias, cfg.proj_drop_rate,
-                         cfg.attn_drop_rate, drop_path, cfg.layer_norm_eps, self.dtype, cfg.kernels, name=f"blocks_{j}")
+        return remat_if(cfg.remat == "block", SwinBlock, (2,))(
+            cfg.num_heads[i], window, shift, cfg.mlp_ratio, cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate,
+            drop_path, cfg.layer_norm_eps, self.dtype, cfg.kernels, cfg.remat == "attention", name=f"blocks_{j}")
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         cfg, i = self.config, self.stage
         if i > 0:
-            x = self.merging(cfg.stage_dims[i], cfg.layer_norm_eps, self.dtype, cfg.kernels, name="downsample")(x)
+            merging = remat_if(cfg.remat == "block", self.merging, ())
+            x = merging(cfg.stage_dims[i], cfg.layer_norm_eps, self.dtype, cfg.kernels, name="downsample")(x)
         for j, rate in enumerate(cfg.drop_path_rates()[i]):
             x = self.block(j, *cfg.block_window_shift(i, j), rate)(x, deterministic)
         return x
@@ -252,7 +255,8 @@ class SwinTransformer(nn.Module):
 
     def setup(self) -> None:
         cfg = self.config
-        self.patch_embed = PatchEmbed(cfg.embed_dim, cfg.patch_size, cfg.layer_norm_eps, self.dtype, cfg.kernels)
+        self.patch_embed = remat_if(cfg.remat == "block", PatchEmbed, ())(
+            cfg.embed_dim, cfg.patch_size, cfg.layer_norm_eps, self.dtype, cfg.kernels)
         self.layers = [self.stage_module(cfg, i, self.dtype) for i in range(cfg.num_stages)]
         self.norm = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels)
         self.head = ClassifierHead(cfg.num_classes, cfg.drop_rate, self.dtype)

@@ -21,7 +21,7 @@ import numpy as np
 
 from swin_jax import kernels as K
 from swin_jax.configs import IntPair, Kernels
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, remat_if
 from swin_jax.swin import (SwinStage, SwinTransformer, attend_in_windows, merge_2x2_neighbours, relative_position_bias,
                            relative_position_index)
 
@@ -104,12 +104,13 @@ class SwinV2Block(nn.Module):
     eps: float = 1e-5
     dtype: Any = jnp.float32
     kernels: Kernels = Kernels()
+    remat_attention: bool = False  # recompute the attention in the backward pass (config.remat "attention")
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
         c = x.shape[-1]
         x = K.materialize_cotangent(x, self.kernels)
-        attn = WindowAttentionV2(self.num_heads, self.window_size, self.pretrained_window_size, self.qkv_bias,
+        attn = remat_if(self.remat_attention, WindowAttentionV2, (3,))(self.num_heads, self.window_size, self.pretrained_window_size, self.qkv_bias,
                                  self.attn_drop, self.proj_drop, dtype=self.dtype, kernels=self.kernels, name="attn")
         y = attend_in_windows(x, self.window_size, self.shift_size, lambda t, mask: attn(t, mask, deterministic))
         # timm initialises the post-norms' scales to zero: each block starts as the identity
@@ -141,9 +142,10 @@ class SwinV2Stage(SwinStage):
 
     def block(self, j: int, window: IntPair, shift: IntPair, drop_path: float) -> nn.Module:
         cfg, i = self.config, self.stage
-        return SwinV2Block(cfg.num_heads[i], window, shift, cfg.pretrained_window_sizes[i], cfg.mlp_ratio,
-                           cfg.qkv_bias, cfg.proj_drop_rate, cfg.attn_drop_rate, drop_path, cfg.layer_norm_eps,
-                           self.dtype, cfg.kernels, name=f"blocks_{j}")
+        return remat_if(cfg.remat == "block", SwinV2Block, (2,))(
+            cfg.num_heads[i], window, shift, cfg.pretrained_window_sizes[i], cfg.mlp_ratio, cfg.qkv_bias,
+            cfg.proj_drop_rate, cfg.attn_drop_rate, drop_path, cfg.layer_norm_eps, self.dtype, cfg.kernels,
+            cfg.remat == "attention", name=f"blocks_{j}")
 
 
 class SwinTransformerV2(SwinTransformer):

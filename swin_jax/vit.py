@@ -13,7 +13,7 @@ import jax.numpy as jnp
 
 from swin_jax.configs import Kernels, VitConfig
 from swin_jax.kernels import materialize_cotangent
-from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, trunc_normal
+from swin_jax.layers import Dense, DropPath, LayerNorm, Mlp, attention, check_images, remat_if, trunc_normal
 
 
 class Attention(nn.Module):
@@ -45,7 +45,7 @@ class Block(nn.Module):
         cfg = self.config
         x = materialize_cotangent(x, cfg.kernels)
         y = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels, name="norm1")(x)
-        y = Attention(cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate, self.dtype, cfg.kernels,
+        y = remat_if(cfg.remat == "attention", Attention, (2,))(cfg.num_heads, cfg.qkv_bias, cfg.attn_drop_rate, cfg.proj_drop_rate, self.dtype, cfg.kernels,
                       name="attn")(y, deterministic)
         x = x + DropPath(self.drop_path)(y, deterministic)
         y = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels, name="norm2")(x)
@@ -86,7 +86,8 @@ class VisionTransformer(nn.Module):
         if cfg.class_token:
             self.cls_token = self.param("cls_token", nn.initializers.normal(1e-6), (1, 1, cfg.embed_dim))
         self.pos_embed = self.param("pos_embed", trunc_normal(0.02), (1, cfg.num_tokens, cfg.embed_dim))
-        self.blocks = [Block(cfg, rate, self.dtype) for rate in cfg.drop_path_rates()]
+        block = remat_if(cfg.remat == "block", Block, (2,))
+        self.blocks = [block(cfg, rate, self.dtype) for rate in cfg.drop_path_rates()]
         # timm: the final norm sits on the tokens, or after the pooling (fc_norm) for 'avg'
         if cfg.use_fc_norm:
             self.fc_norm = LayerNorm(cfg.layer_norm_eps, self.dtype, cfg.kernels)

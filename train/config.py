@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from swin_jax.configs import REMAT_CHOICES
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -28,6 +30,7 @@ class TrainConfig:
     warmup_epochs: float = 20.0
     weight_decay: float = 0.05
     clip_grad: float = 5.0  # global-norm clip; 0 turns it off
+    layer_decay: float = 0.0  # layer-wise LR decay (timm's --layer-decay, e.g. 0.75 to fine-tune); 0 off
     label_smoothing: float = 0.1
     mixup: float = 0.8  # mixup alpha; 0 off
     cutmix: float = 1.0  # cutmix alpha; 0 off
@@ -44,6 +47,8 @@ class TrainConfig:
     workers: Optional[int] = None  # decoding / augmentation processes; default CPU count - 1; 0: in-process
     on_bad_image: str = "error"  # unreadable image: "error" stops; "skip" reports it and trains on the next file
     drop_path: float = 0.2
+    remat: str = "none"  # activation remat: none, block (recompute each block in the backward pass) or attention
+    fsdp: bool = False  # shard params, gradients and optimizer state over the devices (ZeRO-3); default: replicated
     ema_decay: float = 0.0  # 0 off; e.g. 0.9998
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     seed: int = 0
@@ -104,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
             else:
                 kind = type(default)
             choices = {"on_bad_image": ("error", "skip"), "train_interpolation": ("bicubic", "bilinear", "random"),
-                       "interpolation": ("bicubic", "bilinear")}.get(f.name)
+                       "interpolation": ("bicubic", "bilinear"), "remat": REMAT_CHOICES}.get(f.name)
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=f"default {default}")
     return parser
 

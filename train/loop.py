@@ -29,7 +29,8 @@ from train.config import TrainConfig
 from train.data import ArraySplit, Dataset, load_dataset, mix_parameters
 from train.pipeline import (BatchPlan, Batches, EvalTransform, ShiftTransform, check_state, default_workers,
                             host_batches, source_fingerprint, to_global)
-from train.optim import lr_schedule, make_optimizer
+from train.optim import layer_decay_scales, lr_schedule, make_optimizer
+from train.sharding import DATA_AXIS, bytes_per_device, gather_to_host, put_state, state_shardings
 
 
 class TrainingDiverged(RuntimeError):
@@ -147,7 +148,8 @@ def init_distributed(cfg: TrainConfig) -> None:
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> Any:
     dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[cfg.dtype]
-    overrides = {**cfg.model_args, "num_classes": num_classes, "in_chans": in_chans, "drop_path_rate": cfg.drop_path}
+    overrides = {**cfg.model_args, "num_classes": num_classes, "in_chans": in_chans, "drop_path_rate": cfg.drop_path,
+                 "remat": cfg.remat}
     if cfg.img_size is not None:
         overrides["img_size"] = tuple(cfg.img_size)
     return swin_jax.create_model(cfg.model, dtype=dtype, **overrides)
@@ -199,6 +201,36 @@ class MetricsLog:
         writer.writeheader()
         writer.writerows(self.rows)
         write_atomic(self.path, lambda f: f.write(text.getvalue().encode()))
+
+
+class StepLog:
+    """steps.csv: every step's training loss, learning rate and gradient norm (full precision),
+    appended as the run goes; on resume, rows past the restored step are dropped first (and a
+    row cut short by a crash)."""
+
+    FIELDS = ["step", "loss", "lr", "grad_norm"]
+
+    def __init__(self, path: Path, resume_step: int, write: bool = True):
+        self.file = None
+        if not write:  # only one process of a multi-host run writes
+            return
+        kept = []
+        if resume_step and path.exists():
+            for line in path.read_text().splitlines()[1:]:
+                cells = line.split(",")
+                if len(cells) == len(self.FIELDS) and cells[0].isdigit() and int(cells[0]) <= resume_step:
+                    kept.append(line + "\n")
+        write_atomic(path, lambda f: f.write((",".join(self.FIELDS) + "\n" + "".join(kept)).encode()))
+        self.file = path.open("a")
+
+    def add(self, step: int, loss: float, lr: float, grad_norm: float) -> None:
+        if self.file is not None:
+            self.file.write(f"{step},{loss!r},{lr!r},{grad_norm!r}\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def plot_curves(rows: list[dict], path: Path) -> None:
@@ -328,13 +360,23 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     opt_steps = max(1, cfg.epochs * steps_per_epoch // cfg.accum_steps)
     schedule = lr_schedule(cfg.lr, cfg.warmup_lr, cfg.min_lr,
                            int(cfg.warmup_epochs * steps_per_epoch / cfg.accum_steps), opt_steps)
-    tx = make_optimizer(schedule, cfg.weight_decay, cfg.clip_grad, cfg.accum_steps)
+    lr_scales = None
+    if cfg.layer_decay > 0:
+        lr_scales = layer_decay_scales(swin_jax.param_shapes(model), model.config.family, cfg.layer_decay)
+    tx = make_optimizer(schedule, cfg.weight_decay, cfg.clip_grad, cfg.accum_steps, lr_scales)
 
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    mesh = Mesh(np.array(jax.devices()), (DATA_AXIS,))
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
     if cfg.batch_size % jax.device_count():
         raise ValueError(f"batch size {cfg.batch_size} does not split over {jax.device_count()} devices")
-    state = jax.device_put(create_train_state(initial_params(cfg, model, log), tx, cfg.ema_decay > 0), replicated)
+    state = create_train_state(initial_params(cfg, model, log), tx, cfg.ema_decay > 0)
+    placement = state_shardings(state, mesh, cfg.fsdp)  # where each array of the state lives
+    state = put_state(state, placement)
+    if cfg.fsdp:
+        held = max(bytes_per_device(state).values())
+        total = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
+        log(f"fsdp: training state sharded over {jax.device_count()} devices: {held / 2**20:.1f} MiB per device "
+            f"of {total / 2**20:.1f} MiB")
 
     # What the saved iterator state must match on resume (the batches are a function of these).
     identity = dict(seed=cfg.seed, batch_size=cfg.batch_size, train_examples=len(data.train),
@@ -366,10 +408,10 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         lambda s, b, m: train_step(s, b, m, model=model, tx=tx, schedule=schedule, key=key, ema_decay=cfg.ema_decay,
                                    accum_steps=cfg.accum_steps, label_smoothing=cfg.label_smoothing,
                                    mean=inputs.mean, std=inputs.std),
-        in_shardings=(replicated, sharded, replicated), out_shardings=(replicated, replicated), donate_argnums=0,
+        in_shardings=(placement, sharded, replicated), out_shardings=(placement, replicated), donate_argnums=0,
         compiler_options=options)
     eval_fn = jax.jit(lambda p, b: eval_step(p, b, model=model, mean=inputs.mean, std=inputs.std),
-                      in_shardings=(replicated, sharded), out_shardings=replicated, compiler_options=options)
+                      in_shardings=(placement.params, sharded), out_shardings=replicated, compiler_options=options)
 
     def to_device(host: dict) -> dict:
         return to_global(host, sharded)
@@ -402,6 +444,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         return totals["loss_sum"] / count, totals["correct"] / count, int(totals["correct"]), int(count)
 
     metrics_log = MetricsLog(out / "metrics.csv", start, write=main_process)
+    step_log = StepLog(out / "steps.csv", start, write=main_process)
     bar = tqdm(total=total_steps, initial=start, unit="step", disable=not main_process, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 15.0)  # logs get a line every 15 s
     losses, window_start, seen = [], time.time(), 0
@@ -425,6 +468,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                     f"Last good checkpoint: {'none' if last is None else f'step {last}'} in {out / 'checkpoints'}; "
                     f"resume from it (--resume) with a lower --lr or a --clip-grad")
             losses.append(loss)
+            step_log.add(step + 1, loss, float(metrics["lr"]), float(metrics["grad_norm"]))
             seen += cfg.batch_size
             bar.update(1)
             bar.set_postfix(epoch=step // steps_per_epoch, loss=f"{loss:.4f}", lr=f"{float(metrics['lr']):.2e}",
@@ -449,6 +493,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                 losses, window_start, seen = [], time.time(), 0
     finally:
         batches.close()
+        step_log.close()
     bar.close()
     if manager.latest_step() != int(state.step):
         manager.save(int(state.step), args=ocp.args.Composite(state=ocp.args.StandardSave(state),
@@ -464,8 +509,9 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                f"{result['seconds']:.0f}s; JAX test accuracy {100 * test_acc:.2f}% ({correct}/{counted})")
     if skipped_files:
         summary += f"; {len(skipped_files)} unreadable image file(s) skipped {sum(skipped_files.values())} time(s)"
+    final_params = gather_to_host(final_params)  # every process takes part when the params are sharded
     if cfg.export and main_process:
-        weights = swin_jax.save_checkpoint(model, jax.device_get(final_params), out / "model.safetensors", "timm")
+        weights = swin_jax.save_checkpoint(model, final_params, out / "model.safetensors", "timm")
         torch_correct = torch_accuracy(cfg, model, weights, data, inputs)
         result.update(weights=str(weights), torch_correct=torch_correct)
         if torch_correct is None:
