@@ -231,16 +231,27 @@ def _compare_runs(reference: dict, other: dict, label: str, record) -> None:
     assert record(label, worst) <= 1e-5
 
 
-@pytest.mark.parametrize("fsdp", [False, True], ids=["replicated", "fsdp"])
-def test_four_devices_equal_one(fsdp, one_device_run, o1_init, tmp_path, record):
-    """Data parallel over 4 devices, with the state replicated or (--fsdp) sharded: the same 6
-    steps as on one device."""
-    result = _run_train(tmp_path, *SHORT_RUN, "--init", str(o1_init), *(["--fsdp"] if fsdp else []),
+@pytest.fixture(scope="module")
+def four_device_fsdp_run(tmp_path_factory, o1_init) -> dict:
+    out = tmp_path_factory.mktemp("fsdp4")
+    result = _run_train(out, *SHORT_RUN, "--init", str(o1_init), "--fsdp",
                         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert result.returncode == 0, result.stdout[-3000:]
-    assert ("fsdp: training state sharded over 4 devices" in result.stdout) == fsdp
-    _compare_runs(one_device_run, load_file(tmp_path / "model.safetensors"),
-                  f"train: 4 devices{' fsdp' if fsdp else ''} vs 1", record)
+    assert "fsdp: training state sharded over 4 devices" in result.stdout
+    return load_file(out / "model.safetensors")
+
+
+def test_four_devices_equal_one(one_device_run, o1_init, tmp_path, record):
+    result = _run_train(tmp_path, *SHORT_RUN, "--init", str(o1_init),
+                        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "fsdp" not in result.stdout
+    _compare_runs(one_device_run, load_file(tmp_path / "model.safetensors"), "train: 4 devices vs 1", record)
+
+
+def test_fsdp_on_four_devices_equals_one_replicated(one_device_run, four_device_fsdp_run, record):
+    """--fsdp over 4 devices: the same 6 steps as the replicated one-device run."""
+    _compare_runs(one_device_run, four_device_fsdp_run, "train: 4 devices fsdp vs 1", record)
 
 
 def test_fsdp_with_accumulation_ema_and_bf16_equals_replicated(o1_init, tmp_path, record):
@@ -321,8 +332,9 @@ def test_two_hosts_of_two_devices_equal_one(one_device_run, o1_init, tmp_path, r
                   record)
 
 
-def test_fsdp_two_hosts_of_two_devices_equal_one(one_device_run, o1_init, tmp_path, record):
-    """--fsdp over 2 processes of 2 devices: the state sharded across hosts, the same 6 steps."""
+def test_fsdp_two_hosts_of_two_devices_equal_one_of_four(four_device_fsdp_run, o1_init, tmp_path, record):
+    """--fsdp over 2 processes of 2 devices: the state sharded across hosts, the same 6 steps as
+    one process of 4 devices."""
     address = f"127.0.0.1:{_free_port()}"
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     procs = [_run_train(tmp_path, *SHORT_RUN, "--init", str(o1_init), "--fsdp", "--coordinator", address,
@@ -330,8 +342,8 @@ def test_fsdp_two_hosts_of_two_devices_equal_one(one_device_run, o1_init, tmp_pa
     outputs = [p.communicate(timeout=900)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
     assert "fsdp: training state sharded over 4 devices" in outputs[0]
-    _compare_runs(one_device_run, load_file(tmp_path / "model.safetensors"), "train: fsdp 2 hosts x 2 devices vs 1",
-                  record)
+    _compare_runs(four_device_fsdp_run, load_file(tmp_path / "model.safetensors"),
+                  "train: fsdp 2 hosts x 2 devices vs 1 x 4", record)
 
 
 # ----- checkpoints
