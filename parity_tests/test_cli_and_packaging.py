@@ -221,9 +221,14 @@ def test_every_named_data_config_is_timms(name):
 
 
 def test_swin_jax_train_command_runs_the_training_cli(tmp_path):
-    result = run("train", "--preset", "digits", "--max-steps", "2", "--out-dir", str(tmp_path), "--no-export")
+    result = run("train", "--preset", "digits", "--max-steps", "2", "--out-dir", str(tmp_path), "--no-export",
+                 "--layer-decay", "0.75", "--remat", "block")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "done: 2 steps" in result.stdout and (tmp_path / "metrics.csv").exists()
+    # the digits Swin: patch embedding, 2 + 2 blocks (the merging with the next block), the head
+    assert f"layer decay 0.75: 6 layers, learning-rate scales {0.75 ** 5:.3g} (patch embedding) to 1 (head)" \
+        in result.stdout
+    assert len((tmp_path / "steps.csv").read_text().splitlines()) == 3  # header and 2 steps
     help_text = run("train", "--help").stdout
     assert "--coordinator" in help_text and "--accum-steps" in help_text
 

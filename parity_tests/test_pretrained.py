@@ -207,6 +207,9 @@ def test_overrides_resize_and_new_head(hub_cache, vit_tag):
     assert_trees_equal(params["head"], swin_jax.fit_head(model, expected, seed=3)["head"])
     _, headless = swin_jax.load_pretrained(VIT_TAG, num_classes=0, progress=False)
     assert "head" not in headless
+    plain, remat = (pretrained.converted_path(swin_jax.resolve_pretrained(VIT_TAG), swin_jax.get_config(
+        "vit_tiny_patch16_224", remat=r)) for r in ("none", "block"))
+    assert plain == remat  # the same params, one conversion
 
 
 @pytest.mark.parametrize("layout", ["hf", "torchvision", "timm_repo"])

@@ -124,7 +124,9 @@ def converted_path(resolved: ResolvedWeights, config: Any) -> Path:
     stat = os.stat(real)
     source = _digest([real, stat.st_size, stat.st_mtime_ns, CONVERTED_FORMAT])
     folder = resolved.name.replace(HUB_PREFIX, "hf-hub--").replace("/", "--").replace("@", "--")
-    return converted_cache_dir() / folder / f"{_digest(repr(config))}-{source}.msgpack"
+    # how the ops compute (kernels, remat) does not change the params
+    weights_config = dataclasses.replace(config, kernels=type(config.kernels)(), remat="none")
+    return converted_cache_dir() / folder / f"{_digest(repr(weights_config))}-{source}.msgpack"
 
 
 def _say(progress: bool, message: str) -> None:

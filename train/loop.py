@@ -363,6 +363,9 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     lr_scales = None
     if cfg.layer_decay > 0:
         lr_scales = layer_decay_scales(swin_jax.param_shapes(model), model.config.family, cfg.layer_decay)
+        scales = jax.tree.leaves(lr_scales)
+        log(f"layer decay {cfg.layer_decay}: {len(set(scales))} layers, learning-rate scales {min(scales):.3g} "
+            f"(patch embedding) to {max(scales):.3g} (head)")
     tx = make_optimizer(schedule, cfg.weight_decay, cfg.clip_grad, cfg.accum_steps, lr_scales)
 
     mesh = Mesh(np.array(jax.devices()), (DATA_AXIS,))
