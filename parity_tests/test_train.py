@@ -290,7 +290,8 @@ for x in jax.tree.leaves(state):
     shard_shapes = {s.data.shape for s in x.addressable_shards}
     if split:
         (axis,) = split
-        assert x.shape[axis] == max(d for d in x.shape if d % 4 == 0), (x.shape, axis)  # the largest such axis
+        largest = max(d for d in x.shape if d % 4 == 0)
+        assert axis == x.shape.index(largest), (x.shape, axis)  # the largest such axis, the first of equal ones
         assert shard_shapes == {x.shape[:axis] + (x.shape[axis] // 4,) + x.shape[axis + 1:]}
     else:
         assert x.size < FSDP_MIN_ELEMENTS or all(d % 4 for d in x.shape), x.shape

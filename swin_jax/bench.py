@@ -196,7 +196,7 @@ def trainer_step(model: Any, state: Any, fsdp: bool = False, devices: Optional[i
     """The trainer's own step (train.loop), jitted as `python -m train` compiles it: AdamW with
     the recipe's weight-decay mask and clipping, mixup / cutmix, label smoothing and EMA off
     (timm's side runs plain cross-entropy), dropout keys drawn as in training; over a mesh of the
-    first `devices` local devices (with `fsdp` all by default), the state sharded (`fsdp`) or
+    first `devices` devices (with `fsdp` all by default), the state sharded (`fsdp`) or
     replicated, else on one device. `state` (arrays or
     their shapes) gives the state's structure. Returns (the step: (state, batch, mix) -> state,
     the no-mixing `mix`, the (state, batch) shardings the step takes, or None on one device)."""
@@ -247,7 +247,7 @@ def buffer_sizes(compiled: Any) -> dict[str, int]:
 def step_memory(model: Any, batch: int, compiler_options: Optional[dict] = None, fsdp: bool = False,
                 devices: Optional[int] = None) -> dict[str, int]:
     """`buffer_sizes` of the trainer's step for `model` and `batch` images (per device: over the
-    first `devices` local devices, or all with `fsdp`; the state sharded with `fsdp`, else
+    first `devices` devices, or all with `fsdp`; the state sharded with `fsdp`, else
     replicated), compiled from abstract values
     (nothing of the model's size is allocated) with `compiler_options` (default: the model's,
     `swin_jax.compiler_options`, as the trainer compiles it)."""
@@ -270,7 +270,7 @@ def step_memory(model: Any, batch: int, compiler_options: Optional[dict] = None,
 def memory_table(models: Sequence[str], batch: int, remats: Sequence[str] = ("none", "block"),
                  log: Callable[[str], None] = print, time_steps: int = 2) -> list[dict]:
     """The trainer's step for each model x remat x placement: XLA's buffers per device, on one
-    device and on every local device with the state replicated or sharded (FSDP), and the step
+    device and on every device with the state replicated or sharded (FSDP), and the step
     time on one device (median of `time_steps` after a warm-up). On a CPU, get several devices
     with XLA_FLAGS=--xla_force_host_platform_device_count=N (they share the cores, so only the
     one-device step time means anything)."""
@@ -293,7 +293,7 @@ def memory_table(models: Sequence[str], batch: int, remats: Sequence[str] = ("no
                 if devices == 1 and time_steps:
                     state = [create_train_state(swin_jax.init_params(model, 0), bench_optimizer(), ema=False)]
                     fn, no_mix, _ = trainer_step(model, state[0])
-                    images = jax.random.normal(jax.random.PRNGKey(0), (batch, *model.config.img_size, 3))
+                    images = jax.random.normal(jax.random.PRNGKey(0), (batch, *model.config.img_size, model.config.in_chans))
                     data = {"images": images, "labels": jnp.zeros((batch,), jnp.int32)}
                     compiled = fn.lower(state[0], data, no_mix).compile(swin_jax.compiler_options(model))
 
@@ -498,7 +498,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
     `plain_xla`), updated by `compiler_options` (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...}).
     `remat` is the swin_jax models' activation remat (`swin_jax.configs.REMAT_CHOICES`); timm
     runs without gradient checkpointing. `fsdp` runs swin_jax's train step as `python -m train --fsdp`
-    does, over every local device with the state sharded (its XLA buffers are per device)."""
+    does, over every device with the state sharded (its XLA buffers are per device)."""
     import jax
     import timm
     import torch
@@ -534,8 +534,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
                 for r in measured:
                     spec = {"model": name, "framework": r.framework, "mode": mode, "batch": batch,
                             "img_size": list(size), "dtype": dtype, "compiler_options": compiler_options,
-                            "remat": remat,
-        "fsdp": fsdp, "fsdp": fsdp}
+                            "remat": remat, "fsdp": fsdp}
                     try:
                         r.isolated_peak_mib = isolated_peak_mib(spec)
                     except subprocess.CalledProcessError as err:

@@ -87,8 +87,8 @@ def to_kernels(value: Union[Kernels, dict, None]) -> Kernels:
 # instead of keeping from the forward pass. "block": each transformer block (and Swin's patch
 # embedding and patch merging layers) keeps only its input and is run again in the backward pass
 # (memory per block ~ its input; one more forward pass of compute); "attention": only the
-# attention of each block is recomputed (its scores and probabilities, the (heads, N, N) tensors,
-# are not kept); "none": everything is kept.
+# attention module of each block is recomputed (its qkv, its (heads, N, N) scores and
+# probabilities, its output projection are not kept); "none": everything is kept.
 REMAT_CHOICES = ("none", "block", "attention")
 
 

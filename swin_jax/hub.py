@@ -68,7 +68,7 @@ def _not_cached(repo_id: str, filenames: list[str], revision: Optional[str],
     fetch = f"hf download {repo_id} {filenames[0]}" + (f" --revision {revision}" if revision else "")
     return WeightsNotCachedError(
         f"{absent} in the Hugging Face cache ({_hub_cache(cache_dir)}) and {why}; fetch it where the Hub "
-        f"is reachable with `{fetch}` and copy that cache here (or point HF_HOME at it)")
+        f"is reachable with `{fetch}` and copy that cache here (or point HF_HUB_CACHE at it)")
 
 
 def download(repo_id: str, filename: str, revision: Optional[str] = None,
@@ -76,8 +76,8 @@ def download(repo_id: str, filename: str, revision: Optional[str] = None,
     """`huggingface_hub.hf_hub_download` of one file, with errors that name the repository and
     file and say what to do: not cached while offline, no such repository, no such file."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                        RepositoryNotFoundError, RevisionNotFoundError)
 
     try:
         return Path(hf_hub_download(repo_id, filename, revision=revision, cache_dir=cache_dir))
@@ -89,6 +89,11 @@ def download(repo_id: str, filename: str, revision: Optional[str] = None,
         raise ValueError(f"{repo_id} has no revision {revision!r}") from None
     except EntryNotFoundError:
         raise FileNotFoundError(f"{repo_id} has no file {filename!r}") from None
+    except HfHubHTTPError as err:  # refused (401, 403), rate-limited, the Hub down, ...
+        raise ValueError(f"cannot fetch {repo_id}/{filename} from the Hub: {str(err).splitlines()[0][:200]}") from None
+    except OSError as err:  # offline mode's refusal, an unwritable cache folder, a full disk
+        raise ValueError(f"cannot fetch {repo_id}/{filename} into the Hugging Face cache ({_hub_cache(cache_dir)}): "
+                         f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'}") from None
 
 
 def _cached(repo_id: str, filename: str, revision: Optional[str], cache_dir: Optional[str | Path]) -> Optional[Path]:

@@ -8,7 +8,8 @@ Names are those of `swin_jax.hub`: timm's `architecture.tag`, a bare architectur
 torchvision-layout checkpoint. The converted params are kept as a Flax msgpack file under
 `SWIN_JAX_CACHE` (default `~/.cache/swin_jax`), keyed by the source file and the model config,
 so a second load reads them back instead of converting again, and a changed source file is
-converted anew.
+converted anew. A file in the Hugging Face cache is used as it is, without asking the Hub for a
+newer version: `hf download REPO` refreshes the cache.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class ResolvedWeights:
     """Pretrained weights, found: their file and the model and image preparation they need."""
 
     name: str
+    repo_id: str  # the Hub repository
     path: Path  # the checkpoint file in the Hugging Face cache
     architecture: str  # the registered model they load into
     num_classes: int
@@ -57,8 +59,10 @@ def _read_weights(path: Path, repo: str) -> tuple[dict, str]:
     except ValueError as err:
         if "truncated or corrupted" not in str(err):
             raise
-        raise ValueError(f"{err}. It is the Hugging Face cache's copy of {repo}: fetch it again with "
-                         f"`hf download {repo} {path.name} --force-download`") from None
+        parts = Path(path).parts  # .../snapshots/<commit>/<file in the repository>
+        in_repo = "/".join(parts[parts.index("snapshots") + 2:]) if "snapshots" in parts else Path(path).name
+        raise ValueError(f"{err}. It is the Hugging Face cache's copy of {repo}/{in_repo}: fetch it again with "
+                         f"`hf download {repo} {in_repo} --force-download`") from None
 
 
 def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
@@ -76,7 +80,7 @@ def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
     path = weights_file(weights, cache_dir)
     if weights.pretrained is not None:
         p = weights.pretrained
-        return ResolvedWeights(p.name, path, p.architecture, p.num_classes, p.data)  # a bare name: its full tag
+        return ResolvedWeights(p.name, weights.repo_id, path, p.architecture, p.num_classes, p.data)  # a bare name: its full tag
     config = optional_json(weights, "config.json", cache_dir) or {}
     if "architecture" in config and architecture in (None, config["architecture"]):  # a timm repository
         found = config["architecture"]
@@ -84,7 +88,7 @@ def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
             raise ValueError(f"{weights.repo_id} holds a {found}, which swin_jax does not have")
         fields = {f.name for f in dataclasses.fields(MODEL_CONFIGS[found][0])}
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.get("model_args", {}).items() if k in fields}
-        return ResolvedWeights(name, path, found, int(config.get("num_classes", 1000)),
+        return ResolvedWeights(name, weights.repo_id, path, found, int(config.get("num_classes", 1000)),
                                _timm_data_config(found, config.get("pretrained_cfg", {})), args)
     from swin_jax.checkpoint_info import describe
     from swin_jax.convert import infer_num_classes
@@ -97,7 +101,7 @@ def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
                              f"model; pass the architecture to build")
         architecture = info.matches[0]
     config_cls = MODEL_CONFIGS[split_model_name(architecture)[0]][0]
-    return ResolvedWeights(name, path, architecture, infer_num_classes(state, config_cls, layout),
+    return ResolvedWeights(name, weights.repo_id, path, architecture, infer_num_classes(state, config_cls, layout),
                            get_data_config(architecture))
 
 
@@ -166,7 +170,7 @@ def load_pretrained(name: str, *, dtype: Any = None, cache_dir: Optional[str | P
         except ValueError as err:
             _say(progress, f"{name}: {err}; converting again")
     if params is None:
-        state, layout = _read_weights(resolved.path, name)
+        state, layout = _read_weights(resolved.path, resolved.repo_id)
         _say(progress, f"{name}: converting {resolved.path} ({layout} layout) for {resolved.architecture}")
         params = from_torch(source, state, layout, progress=progress)
         write_params(params, cached)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import math
@@ -372,9 +373,12 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
     if cfg.batch_size % jax.device_count():
         raise ValueError(f"batch size {cfg.batch_size} does not split over {jax.device_count()} devices")
-    state = create_train_state(initial_params(cfg, model, log), tx, cfg.ema_decay > 0)
-    placement = state_shardings(state, mesh, cfg.fsdp)  # where each array of the state lives
-    state = put_state(state, placement)
+    params = initial_params(cfg, model, log)
+    new_state = functools.partial(create_train_state, tx=tx, ema=cfg.ema_decay > 0)
+    placement = state_shardings(jax.eval_shape(new_state, params), mesh, cfg.fsdp)  # where each array lives
+    # the optimizer state and EMA are made in place, already split: the whole state never sits on one device
+    state = jax.jit(new_state, out_shardings=placement)(put_state(jax.device_get(params), placement.params))
+    del params
     if cfg.fsdp:
         held = max(bytes_per_device(state).values())
         total = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(state))
@@ -512,7 +516,8 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                f"{result['seconds']:.0f}s; JAX test accuracy {100 * test_acc:.2f}% ({correct}/{counted})")
     if skipped_files:
         summary += f"; {len(skipped_files)} unreadable image file(s) skipped {sum(skipped_files.values())} time(s)"
-    final_params = gather_to_host(final_params)  # every process takes part when the params are sharded
+    if cfg.export:
+        final_params = gather_to_host(final_params)  # every process takes part when the params are sharded
     if cfg.export and main_process:
         weights = swin_jax.save_checkpoint(model, final_params, out / "model.safetensors", "timm")
         torch_correct = torch_accuracy(cfg, model, weights, data, inputs)
