@@ -74,6 +74,11 @@ def test_decay_mask_equals_timms_groups(name, overrides):
     ("vit_small_patch16_224", {}),
     ("swin_tiny_patch4_window7_224", {}),
     ("swinv2_tiny_window8_256", dict(img_size=64, embed_dim=24, depths=(2, 2, 2), num_heads=(2, 2, 2))),
+    # distillation token and head; registers, LayerScale; norm_pre; the attention-pool head
+    ("deit_tiny_distilled_patch16_224", dict(depth=4)),
+    ("vit_small_patch14_reg4_dinov2", dict(img_size=56, depth=4, num_classes=10)),
+    ("vit_base_patch16_clip_224", dict(img_size=64, depth=4, embed_dim=64, num_heads=4)),
+    ("vit_base_patch16_siglip_224", dict(img_size=64, depth=4, embed_dim=64, num_heads=4, num_classes=10)),
 ])
 def test_layer_decay_scales_equal_timms(name, overrides):
     """Each parameter's learning-rate scale under --layer-decay 0.75 is the lr_scale of its

@@ -125,6 +125,21 @@ def gelu_erf_derivative(x: jax.Array) -> jax.Array:
             * jnp.exp(-jnp.square(x32 * sqrt_half)))
 
 
+def quick_gelu_derivative(x: jax.Array) -> jax.Array:
+    """d quick_gelu / dx: s + 1.702 x s (1 - s) with s = sigmoid(1.702 x), in >= float32."""
+    x32 = at_least_float32(x)
+    s = jax.nn.sigmoid(1.702 * x32)
+    return s + 1.702 * x32 * s * (1 - s)
+
+
+def gelu_tanh_derivative(x: jax.Array) -> jax.Array:
+    """d gelu_tanh / dx for 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), in >= float32."""
+    x32 = at_least_float32(x)
+    c = np.sqrt(2 / np.pi).astype(x32.dtype)
+    t = jnp.tanh(c * (x32 + 0.044715 * x32 ** 3))
+    return 0.5 * (1 + t) + 0.5 * x32 * (1 - t * t) * c * (1 + 3 * 0.044715 * x32 * x32)
+
+
 GELU_DERIVATIVES: dict[Fn, Fn] = {gelu_erf: gelu_erf_derivative, gelu_erfc: gelu_erfc_derivative}
 
 

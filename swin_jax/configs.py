@@ -90,6 +90,9 @@ def to_kernels(value: Union[Kernels, dict, None]) -> Kernels:
 # attention module of each block is recomputed (its qkv, its (heads, N, N) scores and
 # probabilities, its output projection are not kept); "none": everything is kept.
 REMAT_CHOICES = ("none", "block", "attention")
+# MLP activations of the ViT (timm's act_layer names): the exact GELU, OpenAI CLIP's QuickGELU,
+# and the tanh-approximated GELU
+ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
 
 
 def _check_remat(value: str) -> None:
@@ -217,9 +220,25 @@ class SwinV2Config(SwinConfig):
 class VitConfig:
     """Vision Transformer hyper-parameters (timm's `VisionTransformer` arguments).
 
-    `global_pool` is 'token' (class token) or 'avg' (mean of the patch tokens). `fc_norm=None`
-    follows timm: the final norm moves after the pooling for 'avg' (timm), stays on the tokens
-    for 'token'; `fc_norm=False` with 'avg' normalises the tokens first (Google's ViT).
+    `global_pool` is 'token' (class token), 'avg' (mean of the patch tokens) or 'map' (attention
+    pooling with a learned latent query, then an MLP: SigLIP). `fc_norm=None` follows timm: the
+    final norm moves after the pooling for 'avg' (timm), stays on the tokens for 'token' and
+    'map'; `fc_norm=False` with 'avg' normalises the tokens first (Google's ViT).
+
+    The options behind today's checkpoints, as timm names them:
+    - `reg_tokens`: learned register tokens after the class token, dropped at pooling (DINOv2 reg4).
+    - `no_embed_class`: the position embedding covers the patches only and is added before the
+      prefix tokens are joined (DeiT III, DINOv2 with registers).
+    - `pre_norm`: a LayerNorm (`norm_pre`) before the blocks; the patch embedding has no bias (CLIP).
+    - `init_values`: LayerScale (`ls1.gamma`, `ls2.gamma`) on both residual branches, initialised
+      to this value (DeiT III 1e-6, DINOv2 1e-5); None or 0: no LayerScale (as timm).
+    - `qk_norm`: LayerNorm over each head's channels of q and k before the scaling.
+    - `dynamic_img_size`: inputs of any size that the patch divides; the position embedding is
+      resampled to the input's patch grid in every forward pass (bicubic, antialiased, as timm).
+    - `act_layer`: the MLP activation: 'gelu' (exact), 'quick_gelu' (x * sigmoid(1.702 x), OpenAI
+      CLIP) or 'gelu_tanh' (the tanh approximation, as transformers' SigLIP configs ask).
+    - `dist_token`: DeiT's distillation token after the class token, with its own head
+      (`head_dist`); the two heads' logits are averaged (timm's `VisionTransformerDistilled`).
     """
 
     img_size: IntPair = (224, 224)
@@ -238,7 +257,15 @@ class VitConfig:
     proj_drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.0
-    layer_norm_eps: float = 1e-6  # timm and torchvision; transformers' ViT configs use 1e-12
+    layer_norm_eps: float = 1e-6  # timm and torchvision; CLIP 1e-5; transformers' ViT configs use 1e-12
+    reg_tokens: int = 0
+    no_embed_class: bool = False
+    pre_norm: bool = False
+    init_values: Optional[float] = None
+    qk_norm: bool = False
+    dynamic_img_size: bool = False
+    act_layer: str = "gelu"  # ACTIVATIONS
+    dist_token: bool = False
     kernels: Kernels = Kernels()
     remat: str = "none"  # REMAT_CHOICES
 
@@ -250,10 +277,22 @@ class VitConfig:
         object.__setattr__(self, "img_size", to_pair(self.img_size))
         object.__setattr__(self, "kernels", to_kernels(self.kernels))
         _check_remat(self.remat)
-        if self.global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {self.global_pool!r}")
+        if self.global_pool not in ("token", "avg", "map"):
+            raise ValueError(f"global_pool must be 'token', 'avg' or 'map', got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
             raise ValueError("global_pool='token' needs the class token: use global_pool='avg' with class_token=False")
+        if self.act_layer not in ACTIVATIONS:
+            raise ValueError(f"act_layer must be one of {ACTIVATIONS}, got {self.act_layer!r}")
+        if self.reg_tokens < 0:
+            raise ValueError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
+        if self.dist_token and (self.global_pool != "token" or not self.class_token or self.fc_norm):
+            raise ValueError("dist_token needs the class token, global_pool='token' and no fc_norm (the two heads "
+                             "read the class and distillation tokens after the final norm)")
+        if self.dist_token and self.reg_tokens:
+            raise ValueError("dist_token and reg_tokens do not combine (timm's distilled ViT has no registers)")
+        if self.global_pool == "map" and self.fc_norm:
+            raise ValueError("global_pool='map' normalises the tokens before the attention pooling: fc_norm "
+                             "must be None or False")
         if any(s % self.patch_size for s in self.img_size):
             raise ValueError(f"img_size {self.img_size} is not a multiple of the patch size {self.patch_size}")
         if self.embed_dim % self.num_heads:
@@ -265,11 +304,21 @@ class VitConfig:
 
     @property
     def num_prefix_tokens(self) -> int:
-        return 1 if self.class_token else 0
+        """Class, distillation and register tokens, in that order, before the patch tokens."""
+        return int(self.class_token) + int(self.dist_token) + self.reg_tokens
 
     @property
     def num_tokens(self) -> int:
         return self.patch_grid[0] * self.patch_grid[1] + self.num_prefix_tokens
+
+    @property
+    def pos_embed_prefix_tokens(self) -> int:
+        """Prefix tokens that have a position embedding: none with `no_embed_class`."""
+        return 0 if self.no_embed_class else self.num_prefix_tokens
+
+    @property
+    def pos_embed_len(self) -> int:
+        return self.patch_grid[0] * self.patch_grid[1] + self.pos_embed_prefix_tokens
 
     @property
     def use_fc_norm(self) -> bool:
@@ -341,6 +390,33 @@ MODEL_CONFIGS.update({
     "vit_base_patch32_224": (VitConfig, _vit(224, 32, *_VIT_SIZES["base"])),
     # timm's default weights for this name are the in21k feature extractor: no classifier
     "vit_huge_patch14_224": (VitConfig, {**_vit(224, 14, 1280, 32, 16), "num_classes": 0}),
+})
+
+# The ViT families of today's checkpoints, with timm's names and arguments (class counts and image
+# sizes are those of timm's default weights, as timm builds a bare name).
+_DEIT_SIZES = {"tiny": _VIT_SIZES["tiny"], "small": _VIT_SIZES["small"], "base": _VIT_SIZES["base"]}
+_DEIT3 = dict(no_embed_class=True, init_values=1e-6)
+_DINOV2 = dict(init_values=1e-5, num_classes=0)
+_REG4 = dict(reg_tokens=4, no_embed_class=True)
+_CLIP = dict(pre_norm=True, layer_norm_eps=1e-5)
+_SIGLIP = dict(class_token=False, global_pool="map", num_classes=0)
+MODEL_CONFIGS.update({
+    **{f"deit_{size}_patch16_224": (VitConfig, _vit(224, 16, *dims)) for size, dims in _DEIT_SIZES.items()},
+    **{f"deit_{size}_distilled_patch16_224": (VitConfig, {**_vit(224, 16, *dims), "dist_token": True})
+       for size, dims in _DEIT_SIZES.items()},
+    **{f"deit3_{size}_patch16_224": (VitConfig, {**_vit(224, 16, *_VIT_SIZES[size]), **_DEIT3})
+       for size in ("small", "base", "large")},
+    **{f"vit_{size}_patch14_dinov2": (VitConfig, {**_vit(518, 14, *_VIT_SIZES[size]), **_DINOV2})
+       for size in ("small", "base", "large")},
+    **{f"vit_{size}_patch14_reg4_dinov2": (VitConfig, {**_vit(518, 14, *_VIT_SIZES[size]), **_DINOV2, **_REG4})
+       for size in ("small", "base", "large")},
+    "vit_base_patch16_clip_224": (VitConfig, {**_vit(224, 16, *_VIT_SIZES["base"]), **_CLIP}),
+    "vit_base_patch32_clip_224": (VitConfig, {**_vit(224, 32, *_VIT_SIZES["base"]), **_CLIP}),
+    "vit_base_patch16_clip_quickgelu_224": (VitConfig, {**_vit(224, 16, *_VIT_SIZES["base"]), **_CLIP,
+                                                        "act_layer": "quick_gelu", "num_classes": 512}),
+    "vit_large_patch14_clip_224": (VitConfig, {**_vit(224, 14, *_VIT_SIZES["large"]), **_CLIP}),
+    "vit_base_patch16_siglip_224": (VitConfig, {**_vit(224, 16, *_VIT_SIZES["base"]), **_SIGLIP}),
+    "vit_so400m_patch14_siglip_224": (VitConfig, {**_vit(224, 14, 1152, 27, 16), **_SIGLIP, "mlp_ratio": 3.7362}),
 })
 
 
@@ -464,6 +540,69 @@ _PRETRAINED = [
     ("vit_tiny_patch16_224.augreg_in21k_ft_in1k", 1000, INCEPTION, 0.9, 'apache-2.0'),
     ("vit_tiny_patch16_224.augreg_in21k", 21843, INCEPTION, 0.9, 'apache-2.0'),
     ("vit_tiny_patch16_384.augreg_in21k_ft_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    # DeiT, DeiT III, DINOv2, CLIP and SigLIP image towers (timm's order within an architecture)
+    ("deit_tiny_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit_small_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit_base_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit_tiny_distilled_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit_small_distilled_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit_base_distilled_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit3_small_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit3_small_patch16_224.fb_in22k_ft_in1k", 1000, IMAGENET, 1.0, 'apache-2.0'),
+    ("deit3_base_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit3_base_patch16_224.fb_in22k_ft_in1k", 1000, IMAGENET, 1.0, 'apache-2.0'),
+    ("deit3_large_patch16_224.fb_in1k", 1000, IMAGENET, 0.9, 'apache-2.0'),
+    ("deit3_large_patch16_224.fb_in22k_ft_in1k", 1000, IMAGENET, 1.0, 'apache-2.0'),
+    ("vit_small_patch14_dinov2.lvd142m", 0, IMAGENET, 1.0, 'apache-2.0'),
+    ("vit_base_patch14_dinov2.lvd142m", 0, IMAGENET, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_dinov2.lvd142m", 0, IMAGENET, 1.0, 'apache-2.0'),
+    ("vit_small_patch14_reg4_dinov2.lvd142m", 0, IMAGENET, 1.0, 'apache-2.0'),
+    ("vit_base_patch14_reg4_dinov2.lvd142m", 0, IMAGENET, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_reg4_dinov2.lvd142m", 0, IMAGENET, 1.0, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.laion2b_ft_in12k_in1k", 1000, OPENAI_CLIP, 0.95, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.openai_ft_in12k_in1k", 1000, OPENAI_CLIP, 0.95, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.laion2b_ft_in1k", 1000, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.openai_ft_in1k", 1000, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.laion2b_ft_in12k", 11821, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.openai_ft_in12k", 11821, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.laion2b", 512, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.laion400m_e32", 512, OPENAI_CLIP, 1.0, 'mit'),
+    ("vit_base_patch16_clip_224.datacompxl", 512, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_base_patch16_clip_224.dfn2b", 512, OPENAI_CLIP, 1.0, 'apple-ascl'),
+    ("vit_base_patch16_clip_224.metaclip_2pt5b", 512, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_base_patch16_clip_224.metaclip_400m", 512, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_base_patch16_clip_224.openai", 512, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_clip_224.laion2b_ft_in12k_in1k", 1000, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_clip_224.laion2b_ft_in1k", 1000, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_clip_224.openai_ft_in1k", 1000, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_clip_224.laion2b", 512, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch32_clip_224.laion400m_e32", 512, OPENAI_CLIP, 0.9, 'mit'),
+    ("vit_base_patch32_clip_224.datacompxl", 512, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_base_patch32_clip_224.metaclip_2pt5b", 512, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_base_patch32_clip_224.metaclip_400m", 512, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_base_patch32_clip_224.openai", 512, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_clip_quickgelu_224.metaclip_2pt5b", 512, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_base_patch16_clip_quickgelu_224.metaclip_400m", 512, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_base_patch16_clip_quickgelu_224.openai", 512, OPENAI_CLIP, 0.9, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.laion2b_ft_in12k_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.openai_ft_in12k_in1k", 1000, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.laion2b_ft_in1k", 1000, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.openai_ft_in1k", 1000, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.laion2b_ft_in12k", 11821, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.openai_ft_in12k", 11821, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.laion2b", 768, INCEPTION, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.laion400m_e32", 768, OPENAI_CLIP, 1.0, 'mit'),
+    ("vit_large_patch14_clip_224.datacompxl", 768, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.dfn2b_s39b", 768, OPENAI_CLIP, 1.0, 'apple-ascl'),
+    ("vit_large_patch14_clip_224.dfn2b", 768, OPENAI_CLIP, 1.0, 'apple-ascl'),
+    ("vit_large_patch14_clip_224.metaclip_2pt5b", 768, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_large_patch14_clip_224.metaclip_400m", 768, OPENAI_CLIP, 1.0, 'cc-by-nc-4.0'),
+    ("vit_large_patch14_clip_224.openai", 768, OPENAI_CLIP, 1.0, 'apache-2.0'),
+    ("vit_large_patch14_clip_224.apple_mclip2_dfndr2b", 768, OPENAI_CLIP, 1.0, 'apple-amlr'),
+    ("vit_base_patch16_siglip_224.v2_webli", 0, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_base_patch16_siglip_224.webli", 0, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_so400m_patch14_siglip_224.v2_webli", 0, INCEPTION, 0.9, 'apache-2.0'),
+    ("vit_so400m_patch14_siglip_224.webli", 0, INCEPTION, 0.9, 'apache-2.0'),
 ]
 PRETRAINED: dict[str, PretrainedConfig] = {
     name: PretrainedConfig(name, classes, DataConfig("bicubic", crop_pct, *norm), license)

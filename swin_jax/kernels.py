@@ -84,6 +84,20 @@ def gelu(x: jax.Array, kernels: Kernels) -> jax.Array:
     return GELU[kernels.gelu][0](x)
 
 
+# Other MLP activations are other functions, not other ways of computing the GELU: a model's
+# `act_layer`, with no kernel choice
+OTHER_ACTIVATIONS: dict[str, tuple[Fn, Fn]] = {
+    "quick_gelu": (reference.quick_gelu, backward.quick_gelu_derivative),
+    "gelu_tanh": (reference.gelu_tanh, backward.gelu_tanh_derivative),
+}
+
+
+def activation(act_layer: str, kernels: Kernels) -> tuple[Fn, Fn]:
+    """(function, derivative) of the MLP activation `act_layer` ('gelu': the exact GELU in the form
+    `kernels.gelu` names; 'quick_gelu'; 'gelu_tanh')."""
+    return GELU[kernels.gelu] if act_layer == "gelu" else OTHER_ACTIVATIONS[act_layer]
+
+
 # ----- computing a value once into its own buffer
 
 
@@ -119,10 +133,11 @@ def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float, dtyp
 
 
 def mlp(x: jax.Array, w1: jax.Array, b1: jax.Array, w2: jax.Array, b2: jax.Array, kernels: Kernels,
-        dropout: Optional[Fn] = None) -> jax.Array:
-    """fc1 -> GELU -> (dropout) -> fc2. With an active `dropout` the plain formula is
-    differentiated by JAX (the written-out backward keeps no dropout mask)."""
-    gelu_fn, derivative = GELU[kernels.gelu]
+        dropout: Optional[Fn] = None, act_layer: str = "gelu") -> jax.Array:
+    """fc1 -> activation (the exact GELU unless `act_layer` says otherwise) -> (dropout) -> fc2.
+    With an active `dropout` the plain formula is differentiated by JAX (the written-out backward
+    keeps no dropout mask)."""
+    gelu_fn, derivative = activation(act_layer, kernels)
     if dropout is not None:
         return reference.mlp(x, w1, b1, w2, b2, gelu_fn, dropout)
     if kernels.mlp == "custom_vjp":

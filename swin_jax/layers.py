@@ -67,13 +67,20 @@ class LayerNorm(nn.Module):
 
 
 def attention(x: jax.Array, num_heads: int, bias: Optional[jax.Array], *, qkv_bias: bool, attn_drop: float,
-              proj_drop: float, dtype: Any, deterministic: bool, kernels: Kernels) -> jax.Array:
+              proj_drop: float, dtype: Any, deterministic: bool, kernels: Kernels,
+              qk_norm_eps: Optional[float] = None) -> jax.Array:
     """timm's attention layer inside the calling module's `@nn.compact` method: its Dense
     layers become that module's `qkv` and `proj` (timm's `attn.qkv`, `attn.proj`). `bias` is
-    (G, heads, N, N) or None (see `swin_jax.kernels.self_attention`)."""
+    (G, heads, N, N) or None (see `swin_jax.kernels.self_attention`). With `qk_norm_eps`, q and
+    k are layer-normalised over each head's channels before the scaling (`q_norm`, `k_norm`)."""
     dim = x.shape[-1]
     # the qkv cotangent is assembled from the q, k, v gradients: build it once
     qkv = K.materialize_cotangent(Dense(3 * dim, use_bias=qkv_bias, dtype=dtype, name="qkv")(x), kernels)
+    if qk_norm_eps is not None:
+        q, k, v = jnp.split(qkv.reshape(*qkv.shape[:-1], 3, num_heads, dim // num_heads), 3, axis=-3)
+        q = LayerNorm(qk_norm_eps, dtype, kernels, name="q_norm")(q)
+        k = LayerNorm(qk_norm_eps, dtype, kernels, name="k_norm")(k)
+        qkv = jnp.concatenate([q, k, v], axis=-3).reshape(qkv.shape)
     attn_dropout = nn.Dropout(attn_drop)  # created either way: the names of later modules stay put
     dropout = None if deterministic or attn_drop == 0.0 else functools.partial(attn_dropout, deterministic=False)
     attended = K.self_attention(qkv, num_heads, bias, kernels, dropout)
@@ -94,12 +101,13 @@ class DenseParams(nn.Module):
 
 
 class Mlp(nn.Module):
-    """fc1 -> exact GELU -> dropout -> fc2 -> dropout (timm's Mlp)."""
+    """fc1 -> activation (the exact GELU by default) -> dropout -> fc2 -> dropout (timm's Mlp)."""
 
     hidden_dim: int
     drop: float = 0.0
     dtype: Any = jnp.float32
     kernels: Kernels = Kernels()
+    act_layer: str = "gelu"  # configs.ACTIVATIONS
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
@@ -108,9 +116,10 @@ class Mlp(nn.Module):
         w2, b2 = DenseParams(out_dim, name="fc2")(self.hidden_dim)
         x, w1, b1, w2, b2 = (t.astype(self.dtype) for t in (x, w1, b1, w2, b2))
         if deterministic or self.drop == 0.0:
-            return K.mlp(x, w1, b1, w2, b2, self.kernels)
+            return K.mlp(x, w1, b1, w2, b2, self.kernels, act_layer=self.act_layer)
         hidden_dropout = functools.partial(nn.Dropout(self.drop), deterministic=False)
-        return nn.Dropout(self.drop)(K.mlp(x, w1, b1, w2, b2, self.kernels, hidden_dropout), deterministic=False)
+        return nn.Dropout(self.drop)(K.mlp(x, w1, b1, w2, b2, self.kernels, hidden_dropout, self.act_layer),
+                                     deterministic=False)
 
 
 class DropPath(nn.Module):
@@ -130,7 +139,8 @@ class DropPath(nn.Module):
 
 def check_images(x: Any, config: Any) -> None:
     """Raise a ValueError naming the problem when `x` is not a batch of NHWC float images that
-    the model was built for (channels-first layout, channel count, size, rank, dtype)."""
+    the model was built for (channels-first layout, channel count, size, rank, dtype). A ViT with
+    `dynamic_img_size` takes any size that its patch divides."""
     shape = tuple(getattr(x, "shape", ()))
     c_in = config.in_chans
     if len(shape) != 4:
@@ -144,7 +154,11 @@ def check_images(x: Any, config: Any) -> None:
                 f"e.g. x.transpose(0, 2, 3, 1)"
             )
         raise ValueError(f"expected {c_in} input channels in the last axis (NHWC), got {shape[-1]} (shape {shape})")
-    if tuple(shape[1:3]) != tuple(config.img_size):
+    if getattr(config, "dynamic_img_size", False):
+        if any(s % config.patch_size for s in shape[1:3]):
+            raise ValueError(f"image size {shape[1]}x{shape[2]} is not a multiple of the patch size "
+                             f"{config.patch_size}")
+    elif tuple(shape[1:3]) != tuple(config.img_size):
         raise ValueError(
             f"model was built for {config.img_size[0]}x{config.img_size[1]} images, got "
             f"{shape[1]}x{shape[2]}; create it with img_size=({shape[1]}, {shape[2]})"

@@ -45,14 +45,18 @@ def param_shapes(model: nn.Module) -> Any:
     return jax.eval_shape(model.init, jax.random.PRNGKey(0), dummy_input(model))["params"]
 
 
+# The classifier layers (DeiT's distilled models have two)
+CLASSIFIERS = ("head", "head_dist")
+
+
 def fit_head(model: nn.Module, params: Any, seed: int = 0) -> Any:
-    """`params` loaded for another class count, fitted to `model`'s: the classifier is dropped
-    (`num_classes=0`) or replaced by a freshly initialised one (drawn with `seed`); every other
-    parameter is kept. Only the head is initialised, not the whole model."""
-    params = {k: v for k, v in params.items() if k != "head"}
+    """`params` loaded for another class count, fitted to `model`'s: the classifiers are dropped
+    (`num_classes=0`) or replaced by freshly initialised ones (drawn with `seed`); every other
+    parameter is kept. Only the heads are initialised, not the whole model."""
+    params = {k: v for k, v in params.items() if k not in CLASSIFIERS}
     if model.config.num_classes <= 0:
         return params
     features = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method=model.forward_features),
                               param_shapes(model), dummy_input(model))
     fresh = model.init(jax.random.PRNGKey(seed), jnp.zeros(features.shape, jnp.float32), method=model.forward_head)
-    return {**params, "head": fresh["params"]["head"]}
+    return {**params, **{k: v for k, v in fresh["params"].items() if k in CLASSIFIERS}}

@@ -63,6 +63,18 @@ def gelu_erfc(x: jax.Array) -> jax.Array:
     return jax.nn.gelu(at_least_float32(x), approximate=False).astype(x.dtype)
 
 
+def quick_gelu(x: jax.Array) -> jax.Array:
+    """OpenAI CLIP's QuickGELU, x * sigmoid(1.702 x) (timm's `quick_gelu`), computed in >= float32."""
+    x32 = at_least_float32(x)
+    return (x32 * jax.nn.sigmoid(1.702 * x32)).astype(x.dtype)
+
+
+def gelu_tanh(x: jax.Array) -> jax.Array:
+    """The tanh approximation of the GELU (torch's `approximate='tanh'`, transformers'
+    `gelu_pytorch_tanh`), computed in >= float32."""
+    return jax.nn.gelu(at_least_float32(x), approximate=True).astype(x.dtype)
+
+
 # ----- dense layers and the MLP
 
 

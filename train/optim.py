@@ -12,13 +12,15 @@ from swin_jax.convert import canonical_key
 
 # Never decayed (the Swin / timm recipe), besides every 1-D parameter (norms, biases): these
 # parameters, and everything inside Swin V2's position-bias MLP (timm's `no_weight_decay`).
-NO_DECAY_NAMES = ("bias", "relative_position_bias_table", "pos_embed", "cls_token", "logit_scale")
+NO_DECAY_NAMES = ("bias", "relative_position_bias_table", "pos_embed", "cls_token", "reg_token", "dist_token",
+                  "logit_scale")
 NO_DECAY_MODULE_PREFIXES = ("cpb_mlp",)
 
 
 def decay_mask(params: Any) -> Any:
     """True where weight decay applies: matrices and kernels, not 1-D params, biases, bias
-    tables, position embeddings, class tokens, Swin V2's logit scales and position-bias MLPs.
+    tables, position embeddings, class, register and distillation tokens, Swin V2's logit scales
+    and position-bias MLPs.
     (optax's `mask` marks what *is* decayed.)"""
 
     def decayed(path: tuple, leaf: Any) -> bool:
@@ -40,7 +42,7 @@ _SWIN_LAYERS = [(r"^layers\.(\d+).downsample", (1,), (0,)),  # with the stage's 
                 (r"^layers\.(\d+)\.\w+\.(\d+)", (1,), ()),
                 (r"^norm", (1,), (MATCH_PREVIOUS,))]
 LAYER_GROUPS: dict[str, list[tuple[str, tuple, tuple]]] = {
-    "vit": [(r"^cls_token|reg_token|pos_embed|patch_embed|norm_pre", (0,), ()),
+    "vit": [(r"^cls_token|reg_token|dist_token|pos_embed|patch_embed|norm_pre", (0,), ()),
             (r"^blocks\.(\d+)", (1,), ()), (r"^norm", (1,), (MATCH_PREVIOUS,))],
     "swin": [(r"^patch_embed", (0,), ()), *_SWIN_LAYERS],
     "swinv2": [(r"^absolute_pos_embed|patch_embed", (0,), ()), *_SWIN_LAYERS],
