@@ -12,10 +12,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
-from conftest import add_to_hub_cache, run_cli, safetensors_bytes, timm_model
+from conftest import FORWARD_TOL, add_to_hub_cache, rel_diff, run_cli, safetensors_bytes, timm_model
 
 import swin_jax
 import swin_torch_ref
@@ -134,7 +135,7 @@ def test_unknown_names_are_one_clear_error():
         "hf-hub:org/repo/sub/w.pth@v1", "org/repo", "sub/w.pth", "v1")
 
 
-@pytest.mark.parametrize("label_set", ["imagenet-1k", "imagenet-22k", "imagenet-21k-goog"])
+@pytest.mark.parametrize("label_set", ["imagenet-1k", "imagenet-12k", "imagenet-22k", "imagenet-21k-goog"])
 def test_class_names_are_timms(label_set):
     from timm.data import ImageNetInfo
 
@@ -378,3 +379,22 @@ def test_predict_is_timms_top5(hub_cache, vit_tag, tmp_path):
     result = run_cli("swin-jax", "predict", images[0], bad, "--model", VIT_TAG, env=hub_cache.env)
     assert result.returncode == 2 and f"cannot read image {bad}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_distilled_deit_tag_loads_and_refits_both_heads(hub_cache):
+    """A DeiT distilled tag from the cache equals timm's model on the same file; another class
+    count gets fresh `head` and `head_dist` and keeps the distillation token."""
+    name = "deit_tiny_distilled_patch16_224.fb_in1k"
+    theirs = swin_torch_ref.randomize_parameters(timm_model("deit_tiny_distilled_patch16_224"), seed=4)
+    state = {k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()}
+    add_to_hub_cache(hub_cache.cache, PRETRAINED[name].hf_hub_id, {"model.safetensors": safetensors_bytes(state)})
+    model, params = swin_jax.load_pretrained(name, progress=False)
+    images = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = theirs(images).numpy()
+    ours = model.apply({"params": params}, jnp.asarray(images.permute(0, 2, 3, 1).numpy()))
+    assert rel_diff(expected, ours) <= FORWARD_TOL
+    refit, params10 = swin_jax.load_pretrained(name, num_classes=10, progress=False)
+    assert params10["head"]["kernel"].shape == params10["head_dist"]["kernel"].shape == (192, 10)
+    assert np.array_equal(params10["dist_token"], params["dist_token"])
+    assert not np.array_equal(params10["head"]["kernel"], params10["head_dist"]["kernel"])  # two fresh draws

@@ -83,19 +83,28 @@ def test_family_forward_parity(family_case, reference, record):
     assert diff <= FORWARD_TOL, f"logits: {diff:.3e}"
 
 
-def test_named_models_have_timms_parameters():
-    """Every new named model: the same parameter names and shapes as timm's model of that name,
-    and `list_models` lists it."""
+def test_named_models_have_timms_parameters_and_outputs():
+    """Every new named model at its full size: the same parameter names and shapes as timm's
+    model of that name, `list_models` lists it, and (traced, not run) forward_intermediates gives
+    every block's tokens and the model timm's output shape."""
     assert set(NEW_MODELS) <= set(swin_jax.list_models())
     for name in NEW_MODELS:
         with torch.device("meta"):
-            theirs = {k: tuple(v.shape) for k, v in timm_model(name).state_dict().items()}
+            theirs_model = timm_model(name)
+            theirs = {k: tuple(v.shape) for k, v in theirs_model.state_dict().items()}
+            out_shape = tuple(theirs_model(torch.empty(1, 3, *theirs_model.patch_embed.img_size)).shape)
+        model = swin_jax.create_model(name)
+        shapes = param_shapes(model)
         ours = {}
-        for path, leaf in jax.tree_util.tree_flatten_with_path(param_shapes(swin_jax.create_model(name)))[0]:
+        for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
             names = tuple(p.key for p in path)
             axes = TORCH_FROM_FLAX_AXES.get((names[-1], len(leaf.shape)), tuple(range(len(leaf.shape))))
             ours[canonical_key(names)] = tuple(leaf.shape[a] for a in axes)
         assert ours == theirs, (name, set(ours) ^ set(theirs))
+        cfg, x = model.config, swin_jax.models.dummy_input(model)
+        blocks = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method="forward_intermediates"), shapes, x)
+        assert [b.shape for b in blocks] == [(1, cfg.num_tokens, cfg.embed_dim)] * cfg.depth
+        assert jax.eval_shape(lambda p, x: model.apply({"params": p}, x), shapes, x).shape == out_shape
 
 
 # square sources: neither timm nor a checkpoint file records the grid it was made for
@@ -175,3 +184,39 @@ def test_training_steps_lower_the_loss(name):
             for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
                 assert np.isfinite(g).all() and np.abs(g).max() > 0, jax.tree_util.keystr(path)
     assert losses[-1] < losses[0], losses
+
+
+FAMILY_MODELS = ["deit_tiny_distilled_patch16_224", "deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2",
+                 "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224"]
+
+
+@pytest.mark.parametrize("name", FAMILY_MODELS)
+def test_parity_check_of_each_family_model(name):
+    """`swin-jax parity`'s check (the named model at a small image size, all its blocks) vs timm."""
+    from swin_jax.parity import check_parity
+
+    size = (28, 42) if "patch14" in name else (32, 48)
+    report = check_parity(name, img_size=size, reference="timm", seed=3)
+    assert report.passed, report.table()
+    assert len(report.rows) == swin_jax.get_config(name).depth + 1
+
+
+def test_parity_and_bench_commands_run_family_models(tmp_path):
+    """The CLI: `swin-jax parity` on distilled DeiT vs timm, and `swin-jax bench` (forward and
+    train step, swin_jax and timm) on a headless DINOv2, which trains with a 1000-class head."""
+    import json
+
+    from conftest import run_cli
+
+    result = run_cli("swin-jax", "parity", "deit_tiny_distilled_patch16_224", "--img-size", "32", "32",
+                     "--reference", "timm")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS" in result.stdout and "block11" in result.stdout
+    out = tmp_path / "bench.json"
+    result = run_cli("swin-jax", "bench", "vit_small_patch14_dinov2", "--batch", "1", "--img-size", "28", "28",
+                     "--train", "--repeats", "1", "--json", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["framework"], r["mode"]) for r in rows} == {
+        (f, mode) for f in ("swin_jax", "timm eager") for mode in ("forward", "train")}, result.stdout
+    assert all(r["img_per_s"] > 0 and r["gflop_per_img"] > 0 for r in rows)

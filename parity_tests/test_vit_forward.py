@@ -38,7 +38,11 @@ def test_bad_input_is_named(shape, message):
 @pytest.mark.parametrize("overrides, message", [
     (dict(img_size=(100, 96)), r"img_size \(100, 96\) is not a multiple of the patch size 16"),
     (dict(class_token=False), "global_pool='token' needs the class token"),
-    (dict(global_pool="max"), "global_pool must be 'token' or 'avg'"),
+    (dict(global_pool="max"), "global_pool must be 'token', 'avg' or 'map'"),
+    (dict(act_layer="relu"), "act_layer must be one of"),
+    (dict(dist_token=True, reg_tokens=4), "dist_token and reg_tokens do not combine"),
+    (dict(dist_token=True, global_pool="avg"), "dist_token needs the class token"),
+    (dict(global_pool="map", fc_norm=True), "fc_norm must be None or False"),
 ])
 def test_bad_config_is_named(overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -321,6 +321,14 @@ def memory_markdown(rows: Sequence[dict]) -> str:
     return "\n".join(lines)
 
 
+def head_for_training(name: str, train: bool) -> dict[str, int]:
+    """Overrides that give a headless model (DINOv2, SigLIP, ...: num_classes 0) a 1000-class
+    classifier for the train step, on both sides; nothing for a classifier or the forward pass."""
+    from swin_jax.configs import get_config
+
+    return {"num_classes": 1000} if train and get_config(name).num_classes <= 0 else {}
+
+
 def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
               repeats: int, compiler_options: Optional[dict[str, str]] = None, remat: str = "none",
               fsdp: bool = False) -> Result:
@@ -332,7 +340,8 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     jdtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[dtype]
     on_gpu = jax.default_backend() == "gpu"
     mem = PeakMemory().start()  # from before the model exists: params, optimizer state, buffers
-    model = swin_jax.create_model(name, img_size=img_size, dtype=jdtype, drop_path_rate=0.0, remat=remat)
+    model = swin_jax.create_model(name, img_size=img_size, dtype=jdtype, drop_path_rate=0.0, remat=remat,
+                                  **head_for_training(name, train))
     params = swin_jax.init_params(model, 0)
     x = jax.random.normal(jax.random.PRNGKey(0), (batch, *img_size, model.config.in_chans))
     result = Result(name, "swin_jax", "train" if train else "forward", batch, img_size, dtype)
@@ -397,7 +406,8 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     mem = PeakMemory().start()  # from before the model exists, as for swin_jax
-    model = timm.create_model(name, pretrained=False, img_size=img_size, drop_path_rate=0.0).to(device)
+    model = timm.create_model(name, pretrained=False, img_size=img_size, drop_path_rate=0.0,
+                              **head_for_training(name, train)).to(device)
     net = torch.compile(model) if compile else model
     result = Result(name, "timm compile" if compile else "timm eager", "train" if train else "forward", batch,
                     img_size, dtype)

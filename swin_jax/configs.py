@@ -441,7 +441,7 @@ class DataConfig:
 
 
 # The class-name set of a classifier, from its class count (as timm infers it).
-LABEL_SETS = {1000: "imagenet-1k", 21841: "imagenet-22k", 21843: "imagenet-21k-goog"}
+LABEL_SETS = {1000: "imagenet-1k", 11821: "imagenet-12k", 21841: "imagenet-22k", 21843: "imagenet-21k-goog"}
 
 
 @dataclass(frozen=True)
@@ -453,6 +453,7 @@ class PretrainedConfig:
     num_classes: int  # 0: a feature extractor, no classifier
     data: DataConfig
     license: Optional[str] = None
+    repo: Optional[str] = None  # where timm keeps them under another name (the same weights); None: their own
 
     @property
     def architecture(self) -> str:
@@ -464,8 +465,9 @@ class PretrainedConfig:
 
     @property
     def hf_hub_id(self) -> str:
-        """The Hub repository: timm publishes every tag as `timm/<architecture>.<tag>`."""
-        return f"timm/{self.name}"
+        """The Hub repository: timm publishes a tag as `timm/<architecture>.<tag>`, or shares another
+        architecture's repository (CLIP's QuickGELU variants read the plain CLIP weights)."""
+        return self.repo or f"timm/{self.name}"
 
     @property
     def labels(self) -> Optional[str]:
@@ -604,9 +606,13 @@ _PRETRAINED = [
     ("vit_so400m_patch14_siglip_224.v2_webli", 0, INCEPTION, 0.9, 'apache-2.0'),
     ("vit_so400m_patch14_siglip_224.webli", 0, INCEPTION, 0.9, 'apache-2.0'),
 ]
+# tags whose weights timm keeps in another architecture's repository
+_SHARED_REPOS = {f"vit_base_patch16_clip_quickgelu_224.{tag}": f"timm/vit_base_patch16_clip_224.{tag}"
+                 for tag in ("metaclip_2pt5b", "metaclip_400m", "openai")}
 PRETRAINED: dict[str, PretrainedConfig] = {
-    name: PretrainedConfig(name, classes, DataConfig("bicubic", crop_pct, *norm), license)
-    for name, classes, norm, crop_pct, license in _PRETRAINED
+    name: PretrainedConfig(name, classes, DataConfig("bicubic", crop_pct, *norm), license, _SHARED_REPOS.get(name))
+    # by architecture, as list_models sorts them (a stable sort: each one's tags stay in timm's order)
+    for name, classes, norm, crop_pct, license in sorted(_PRETRAINED, key=lambda row: row[0].split(".")[0])
 }
 DEFAULT_TAGS: dict[str, str] = {}  # architecture -> its default tag's full name
 for _name in PRETRAINED:

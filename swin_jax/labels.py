@@ -4,6 +4,7 @@ Each set is a gzipped table in `swin_jax/data/`, one class per line in index ord
 synset id and its description (the synset's lemmas, as timm's `ImageNetInfo` gives them):
 
 - `imagenet-1k`: the 1000 ILSVRC-2012 classes;
+- `imagenet-12k`: the 11821 classes of timm's ImageNet-12k subset (CLIP `*_ft_in12k` classifiers);
 - `imagenet-22k`: the 21841 classes of Microsoft's ImageNet-22k classifiers (Swin `ms_in22k`);
 - `imagenet-21k-goog`: the 21843 classes of Google's ImageNet-21k classifiers (ViT `augreg_in21k`).
 
