@@ -13,7 +13,8 @@ import numpy as np
 
 from swin_jax.checkpoint_io import read_checkpoint
 from swin_jax.configs import MODEL_CONFIGS, SwinConfig, SwinV2Config, VitConfig
-from swin_jax.layouts import FAMILY_NAMES, LAYOUTS, TRANSFORMS, detect_family, detect_layout, take_part, to_numpy
+from swin_jax.layouts import (FAMILY_NAMES, FOLDS, LAYOUTS, TRANSFORMS, detect_family, detect_layout, take_part,
+                              to_numpy)
 
 CONFIG_CLASSES = {"swin": SwinConfig, "swinv2": SwinV2Config, "vit": VitConfig}
 
@@ -23,6 +24,7 @@ class CheckpointInfo:
     layout: str
     family: str
     config: dict[str, Any]  # the config fields the tensors imply
+    kind: str = ""  # the model family the options point to ("DINOv2 with 4 registers"); "" for a plain one
     guessed: list[str] = field(default_factory=list)  # fields the weights do not fix
     matches: list[str] = field(default_factory=list)  # registered models with this architecture
     num_params: int = 0
@@ -31,8 +33,9 @@ class CheckpointInfo:
 
     def summary(self) -> str:
         lines = [f"layout      {self.layout} ({LAYOUTS[self.layout].description})",
-                 f"family      {self.family} ({FAMILY_NAMES[self.family]})",
-                 f"parameters  {self.num_params:,} in {self.num_tensors} tensors"]
+                 f"family      {self.family} ({FAMILY_NAMES[self.family]})"]
+        lines += [f"kind        {self.kind}"] if self.kind else []
+        lines += [f"parameters  {self.num_params:,} in {self.num_tensors} tensors"]
         for key, value in self.config.items():
             note = "  (guessed: not stored in the weights)" if key in self.guessed else ""
             lines.append(f"{key:<11} {value}{note}")
@@ -44,8 +47,9 @@ class CheckpointInfo:
 def canonical_tensors(state_dict: Mapping[str, Any], layout: str, family: str,
                       buffers: bool = False) -> dict[str, np.ndarray]:
     """The checkpoint's tensors under timm's keys and in timm's shapes (split tensors joined, a
-    shared tensor's slices taken apart). With `buffers`: its saved buffers instead, under the
-    keys timm gives them."""
+    shared tensor's slices taken apart, the layout's folds applied where the file implies them:
+    DINOv2's class row of `pos_embed` in a file with registers). With `buffers`: its saved
+    buffers instead, under the keys timm gives them."""
     lay = LAYOUTS[layout]
     parts: dict[str, dict[int, Any]] = {}
     transforms: dict[str, str] = {}
@@ -59,6 +63,10 @@ def canonical_tensors(state_dict: Mapping[str, Any], layout: str, family: str,
     for canonical, pieces in parts.items():
         ordered = [pieces[i] for i in sorted(pieces)]
         out[canonical] = TRANSFORMS[transforms[canonical]][1](ordered, None)
+    for name in () if buffers else lay.folds:
+        fold = FOLDS[name]
+        if fold.implied_by in out and all(k in out for k in fold.keys):
+            out.update(fold.from_layout({k: out[k] for k in fold.keys}, None))
     return out
 
 
@@ -151,19 +159,43 @@ def _swinv2_config(t: dict[str, np.ndarray], buffers: dict[str, np.ndarray]
     return config, guessed, unrecorded
 
 
+def _pos_embed_grid(rows: int, prefix: int, registers: bool) -> tuple[bool, int]:
+    """(no_embed_class, grid entries) from a position embedding's length: it covers the prefix
+    tokens and the patches, or the patches only (timm's no_embed_class). Where both lengths are
+    square grids, register models are taken to cover the patches only, as timm's do."""
+    square = lambda n: n > 0 and math.isqrt(n) ** 2 == n
+    with_prefix, patches_only = square(rows - prefix), prefix > 0 and square(rows)
+    if patches_only and (registers or not with_prefix):
+        return True, rows
+    return False, rows - prefix
+
+
 def _vit_config(t: dict[str, np.ndarray], heads_hint: Optional[int]) -> tuple[dict[str, Any], list[str]]:
     embed, in_chans, patch, _ = t["patch_embed.proj.weight"].shape
     depth = 1 + max(int(m[1]) for m in filter(None, (re.match(r"blocks\.(\d+)\.", k) for k in t)))
-    class_token = "cls_token" in t
-    grid = t["pos_embed"].shape[1] - int(class_token)
-    side = math.isqrt(grid)
+    class_token, dist_token = "cls_token" in t, "dist_token" in t
+    reg_tokens = int(t["reg_token"].shape[1]) if "reg_token" in t else 0
+    no_embed_class, grid = _pos_embed_grid(t["pos_embed"].shape[1], class_token + dist_token + reg_tokens,
+                                           reg_tokens > 0)
+    side = math.isqrt(max(grid, 0))
     head = t.get("head.weight")
+    q_norm = t.get("blocks.0.attn.q_norm.weight")  # (head_dim,): the head count follows
+    if heads_hint is None and q_norm is not None and q_norm.shape[0] and embed % q_norm.shape[0] == 0:
+        heads_hint = int(embed) // int(q_norm.shape[0])
+    pool = "map" if "attn_pool.latent" in t else "avg" if "fc_norm.weight" in t or not class_token else "token"
     config = dict(embed_dim=int(embed), depth=depth, num_heads=heads_hint, patch_size=int(patch),
                   in_chans=int(in_chans), mlp_ratio=t["blocks.0.mlp.fc1.weight"].shape[0] / embed,
-                  class_token=class_token, global_pool="avg" if "fc_norm.weight" in t or not class_token else "token",
+                  class_token=class_token, global_pool=pool,
                   num_classes=0 if head is None else int(head.shape[0]),
                   img_size=(side * patch, side * patch))
+    # the options of today's checkpoints that the tensors show (defaults are left out)
+    options = dict(reg_tokens=reg_tokens, dist_token=dist_token, no_embed_class=no_embed_class,
+                   pre_norm="norm_pre.weight" in t, qk_norm=q_norm is not None)
+    config.update({k: v for k, v in options.items() if v})
     guessed = [] if side * side == grid else ["img_size"]
+    if "blocks.0.ls1.gamma" in t:  # LayerScale: its initial value is not in the weights (describe fills it)
+        config["init_values"] = 1e-5
+        guessed.append("init_values")
     if heads_hint is None:  # the fused qkv does not store the head count: take a registered model's
         same = [MODEL_CONFIGS[n][1] for n in MODEL_CONFIGS if MODEL_CONFIGS[n][0] is VitConfig
                 and MODEL_CONFIGS[n][1]["embed_dim"] == embed and MODEL_CONFIGS[n][1]["depth"] == depth]
@@ -172,29 +204,74 @@ def _vit_config(t: dict[str, np.ndarray], heads_hint: Optional[int]) -> tuple[di
     return config, guessed
 
 
+DINOV2_LAYOUTS = ("dinov2", "hf_dinov2", "hf_v4_dinov2")
+
+
+def _vit_kind(config: dict[str, Any], layout: str) -> tuple[str, dict[str, str]]:
+    """The family a ViT checkpoint's options point to, and what its weights do not record."""
+    layer_scale, regs = "init_values" in config, config.get("reg_tokens", 0)
+    if regs:
+        return (f"DINOv2 with {regs} registers" if layer_scale else f"ViT with {regs} registers"), {}
+    if config.get("dist_token"):
+        return "DeiT distilled", {}
+    if config["global_pool"] == "map":
+        return "SigLIP image tower", {"act_layer": "the MLP activation is not in the weights: big_vision's and "
+                                                   "transformers' SigLIP use gelu_tanh, timm's configs gelu"}
+    if config.get("pre_norm"):
+        return "CLIP image tower", {"act_layer": "the MLP activation is not in the weights: OpenAI's CLIP weights "
+                                                 "use quick_gelu, most others gelu"}
+    if layer_scale:
+        return ("DINOv2" if layout in DINOV2_LAYOUTS or config["patch_size"] == 14 else "DeiT III"), {}
+    return "", {}
+
+
 _SWIN_ARCHITECTURE = ("embed_dim", "depths", "num_heads", "window_size", "patch_size", "in_chans", "mlp_ratio")
 ARCHITECTURE = {"swin": _SWIN_ARCHITECTURE, "swinv2": _SWIN_ARCHITECTURE,
-                "vit": ("embed_dim", "depth", "num_heads", "patch_size", "in_chans", "mlp_ratio", "class_token")}
+                "vit": ("embed_dim", "depth", "num_heads", "patch_size", "in_chans", "mlp_ratio", "class_token",
+                        "reg_tokens", "dist_token", "no_embed_class", "pre_norm", "qk_norm", "init_values",
+                        "global_pool")}
+
+
+def _compared(family: str, key: str, value: Any, config: dict[str, Any]) -> Any:
+    """What of a config field the weights fix: for a ViT, the MLP's width (not the ratio timm
+    rounds it from), whether there is LayerScale (not its initial value) and whether the head
+    pools by attention (the other poolings are a choice at creation)."""
+    if family != "vit":
+        return value
+    if key == "mlp_ratio":
+        return round(config["embed_dim"] * value)
+    if key == "init_values":
+        return value is not None
+    if key == "global_pool":
+        return value == "map"
+    return value
 
 
 def _matches(family: str, config: dict[str, Any]) -> list[str]:
     """Registered models of the family with the checkpoint's architecture; fields the file does
     not record (a V2 file's window) are left out of the comparison."""
     config_cls = CONFIG_CLASSES[family]
-    compared = [k for k in ARCHITECTURE[family] if k in config]
+    # a ViT's options are left out of `config` at their defaults, and compared at them
+    compared = [k for k in ARCHITECTURE[family] if k in config or family == "vit"]
     out = []
     for name, (cls, args) in MODEL_CONFIGS.items():
         if cls is not config_cls:
             continue
         registered = dataclasses.asdict(cls(**args))
         mine = dataclasses.asdict(cls(**{k: v for k, v in config.items() if k in registered}))
-        if all(registered[k] == mine[k] for k in compared):
+        if all(_compared(family, k, registered[k], registered) == _compared(family, k, mine[k], mine)
+               for k in compared):
             out.append(name)
+
+    registered = list(MODEL_CONFIGS)
 
     def order(name: str) -> tuple:  # the recorded image size first, then the recorded pre-training windows
         args = MODEL_CONFIGS[name][1]
+        # then, for a ViT, the name registered first: vit_base_patch16_224 before deit_base_patch16_224,
+        # the same architecture, whose image preparation differs
+        then = registered.index(name) if family == "vit" else name
         return (args.get("img_size") != config.get("img_size", (0, 0))[0],
-                tuple(args.get("pretrained_window_sizes", ())) != config.get("pretrained_window_sizes", ()), name)
+                tuple(args.get("pretrained_window_sizes", ())) != config.get("pretrained_window_sizes", ()), then)
 
     return sorted(out, key=order)
 
@@ -213,10 +290,14 @@ def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> Che
     else:
         query = next((v for k, v in state_dict.items() if k.endswith("query/kernel")), None)  # Google: (D, heads, hd)
         config, guessed = _vit_config(tensors, None if query is None else int(np.shape(query)[1]))
+    kind, more = _vit_kind(config, layout) if family == "vit" else ("", {})
+    unrecorded.update(more)
     kept = [v for k, v in state_dict.items() if not LAYOUTS[layout].is_ignored(k)]
-    info = CheckpointInfo(layout, family, config, guessed, num_tensors=len(kept),
+    info = CheckpointInfo(layout, family, config, kind, guessed, num_tensors=len(kept),
                           num_params=sum(int(np.prod(np.shape(v))) for v in kept), unrecorded=unrecorded)
     info.matches = _matches(family, config)
+    if "init_values" in config and info.matches:  # LayerScale's initial value: the registered model's
+        config["init_values"] = MODEL_CONFIGS[info.matches[0]][1].get("init_values", config["init_values"])
     return info
 
 

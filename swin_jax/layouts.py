@@ -13,6 +13,14 @@ Several canonical tensors can also share one layout tensor as equal slices of it
 torchvision's one Swin V2 `qkv.bias` holds timm's `q_bias`, a zero key bias and `v_bias`.
 Keys that no rule matches keep their canonical name and tensor. The converter engine in
 `swin_jax.convert` reads these tables; nothing here knows about Flax.
+
+Three things a per-tensor rule cannot say are data too. A rule's `fixed` value: the layout does
+not store that canonical tensor because it is constant there (OpenCLIP's projection has no bias:
+timm's `head.bias` is zero), so import fills it and export checks it. A layout's `zeros`: tensors
+the library loads strictly that the canonical set lacks (DINOv2's `mask_token`), written as zeros
+on export and ignored on import. A layout's `folds` (names in `FOLDS`): conversions of several
+canonical tensors together, such as DINOv2's position embedding, which always has a row for the
+class token, against timm's register models, which add that row to the class token instead.
 """
 from __future__ import annotations
 
@@ -71,6 +79,10 @@ TRANSFORMS: dict[str, Transform] = {
         lambda t, cfg: [t.T.reshape(cfg.num_heads, -1, t.shape[0])],
         lambda ts, cfg: np.asarray(ts[0]).reshape(-1, ts[0].shape[-1]).T,
     ),
+    # a token (1, 1, D) <-> a vector (D,): CLIP's class embedding
+    "flat_token": (lambda t, cfg: [t.reshape(-1)], lambda ts, cfg: np.asarray(ts[0]).reshape(1, 1, -1)),
+    # a table with a batch axis (1, N, D) <-> without (N, D): CLIP's and SigLIP's position embeddings
+    "no_batch_axis": (lambda t, cfg: [t[0]], lambda ts, cfg: np.asarray(ts[0])[None]),
 }
 
 
@@ -136,21 +148,36 @@ def _fill(template: str, values: dict[str, Any]) -> str:
 WHOLE = (0, 1)  # a rule's `part` when its tensors are whole layout tensors
 
 
-def take_part(tensor: Any, part: tuple[int, int]) -> Any:
-    """Slice `index` of `count` equal slices along axis 0 of a layout tensor (`part` = (index, count))."""
-    index, count = part
+def part_span(part: tuple[int, ...]) -> tuple[int, int, int]:
+    """(index, count, span) of a `part`: (index, count) covers one slice, (index, count, span)
+    `span` consecutive slices from `index` (SigLIP's fused in_proj holds q in its first third and
+    timm's kv in its last two)."""
+    index, count, span = (*part, 1)[:3]
+    return index, count, span
+
+
+def take_part(tensor: Any, part: tuple[int, ...]) -> Any:
+    """Slices `index` to `index + span` of `count` equal slices along axis 0 of a layout tensor."""
+    index, count, span = part_span(part)
     if count == 1:
         return tensor
     size = tensor.shape[0] // count
-    return tensor[index * size:(index + 1) * size]
+    return tensor[index * size:(index + span) * size]
 
 
-def join_parts(pieces: dict[int, np.ndarray], count: int) -> np.ndarray:
-    """A layout tensor from its slices {index: tensor}; the slices no rule fills are zeros."""
+def join_parts(pieces: dict[int, np.ndarray], count: int, spans: Optional[dict[int, int]] = None) -> np.ndarray:
+    """A layout tensor from its slices {index: tensor} (each covering `spans[index]` slices, 1 by
+    default); the slices no rule fills are zeros."""
     if count == 1:
         return np.array(pieces[0], order="C")
-    like = next(iter(pieces.values()))
-    return np.concatenate([np.asarray(pieces.get(i, np.zeros_like(like))) for i in range(count)], axis=0)
+    spans = spans or {}
+    index, like = next(iter(pieces.items()))
+    unit = np.zeros_like(like[:like.shape[0] // spans.get(index, 1)])
+    out, i = [], 0
+    while i < count:
+        out.append(np.asarray(pieces.get(i, unit)))
+        i += spans.get(i, 1) if i in pieces else 1
+    return np.concatenate(out, axis=0)
 
 
 @dataclass(frozen=True)
@@ -160,13 +187,18 @@ class Rule:
 
     `part` = (index, count): the (transformed) canonical tensor is slice `index` of `count` equal
     slices along axis 0 of each layout tensor, which other rules' tensors share; slices that no
-    rule fills are written as zeros and ignored on reading."""
+    rule fills are written as zeros and ignored on reading. (index, count, span): it covers `span`
+    consecutive slices from `index`.
+
+    `fixed`, with no layout keys: the layout does not store this tensor because it is that
+    constant there; import fills it, export checks that the model's tensor is that constant."""
 
     canonical: str
     layout: tuple[str, ...] | str
     transform: str = "same"
     why: str = ""
-    part: tuple[int, int] = WHOLE
+    part: tuple[int, ...] = WHOLE
+    fixed: Optional[float] = None
 
     @property
     def layout_keys(self) -> tuple[str, ...]:
@@ -179,7 +211,8 @@ class Plan(NamedTuple):
 
     keys: tuple[str, ...]
     transform: str
-    part: tuple[int, int] = WHOLE
+    part: tuple[int, ...] = WHOLE
+    fixed: Optional[float] = None  # no keys: the layout does not store the tensor, which is this constant
 
 
 class KeyMatch(NamedTuple):
@@ -189,7 +222,7 @@ class KeyMatch(NamedTuple):
     canonical: str
     index: int
     transform: str
-    part: tuple[int, int] = WHOLE
+    part: tuple[int, ...] = WHOLE
 
 
 @dataclass(frozen=True)
@@ -203,6 +236,10 @@ class Layout:
     ignored: tuple[str, ...] = ()  # regexes of non-parameter keys files may hold (saved buffers)
     # buffers the library loads strictly, written on export: family -> ((canonical template, kind), ...)
     buffers: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # tensors the library loads strictly that no canonical tensor fills: key -> shape, each entry
+    # an int or a config field's name; written as zeros on export, ignored on import
+    zeros: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
+    folds: tuple[str, ...] = ()  # names in FOLDS, applied where the model's config asks for them
 
     def families(self) -> tuple[str, ...]:
         return tuple(self.rules)
@@ -216,9 +253,9 @@ class Layout:
         for rule in self.rules[family]:
             values = bind_template(rule.canonical, canonical)
             if values is not None:
-                if not rule.layout_keys:
+                if not rule.layout_keys and rule.fixed is None:
                     raise ValueError(f"the {self.name} layout cannot hold {canonical}: {rule.why}")
-                return Plan(tuple(_fill(t, values) for t in rule.layout_keys), rule.transform, rule.part)
+                return Plan(tuple(_fill(t, values) for t in rule.layout_keys), rule.transform, rule.part, rule.fixed)
         return Plan((canonical,), "same")
 
     def canonical(self, family: str, key: str) -> tuple[KeyMatch, ...]:
@@ -234,7 +271,52 @@ class Layout:
         return tuple(found) or (KeyMatch(key, 0, "same"),)
 
     def is_ignored(self, key: str) -> bool:
-        return any(re.search(pattern, key) for pattern in self.ignored)
+        return key in self.zeros or any(re.search(pattern, key) for pattern in self.ignored)
+
+    def zero_tensors(self, config: Any) -> dict[str, np.ndarray]:
+        """The `zeros` tensors for a model of `config`."""
+        return {key: np.zeros(tuple(d if isinstance(d, int) else getattr(config, d) for d in shape), np.float32)
+                for key, shape in self.zeros.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Folds: several canonical tensors converted together
+
+
+class Fold(NamedTuple):
+    """A conversion of several canonical tensors together, which per-tensor rules cannot express.
+
+    `applies(config)`: whether a model of that config needs it. `keys`: the canonical tensors it
+    reads (a file without one of them is left alone, and reported as usual). `to_layout` and
+    `from_layout` take and return {canonical key: tensor}: the model's tensors as the layout
+    keeps them, and back. `implied_by`: a canonical key whose presence in a file means the model
+    it was made for needs the fold (`inspect` has a file but no model config)."""
+
+    applies: Callable[[Any], bool]
+    keys: tuple[str, ...]
+    to_layout: Callable[[dict, Any], dict]
+    from_layout: Callable[[dict, Any], dict]
+    implied_by: str
+
+
+def _class_row_out(t: dict, cfg: Any) -> dict:
+    pos = np.asarray(t["pos_embed"])
+    return {"cls_token": t["cls_token"], "pos_embed": np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)}
+
+
+def _class_row_in(t: dict, cfg: Any) -> dict:
+    pos = np.asarray(t["pos_embed"])
+    return {"cls_token": np.asarray(t["cls_token"]) + pos[:, :1], "pos_embed": pos[:, 1:]}
+
+
+FOLDS: dict[str, Fold] = {
+    # DINOv2 (facebookresearch's and transformers'): the position embedding always has a row for
+    # the class token, which is added to it; timm's register models (no_embed_class) add that row
+    # to the class token instead and drop it (timm's _convert_dinov2). Exported: the class token
+    # unchanged and a zero row, the same function.
+    "class_pos_row": Fold(lambda cfg: bool(cfg.class_token and cfg.no_embed_class), ("cls_token", "pos_embed"),
+                          _class_row_out, _class_row_in, implied_by="reg_token"),
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,6 +446,119 @@ def _hugging_face(name: str, description: str, v4: bool, bare: bool) -> Layout:
     }, ignored=SWIN_BUFFERS + (r"^pooler\.",))  # ViTModel's tanh pooler is not on the classifier path
 
 
+def _hf_dinov2(name: str, description: str, v4: bool) -> Layout:
+    """transformers' Dinov2Model and Dinov2WithRegistersModel: v5 state_dicts (q_proj, ..., o_proj)
+    or the v4 names of the hub's files (attention.attention.query, ..., attention.output.dense).
+    LayerScale is `layer_scale1.lambda1`; the mask token is written as zeros; the position
+    embedding has the class token's row (FOLDS['class_pos_row'])."""
+    block = "encoder.layer.{i}."
+    if v4:
+        qkv = tuple(block + f"attention.attention.{n}.{{rest}}" for n in ("query", "key", "value"))
+        proj, signature = block + "attention.output.dense.{rest}", r"^encoder\.layer\.0\.layer_scale1\.lambda1$"
+    else:
+        qkv = tuple(block + f"attention.{n}_proj.{{rest}}" for n in "qkv")
+        proj, signature = block + "attention.o_proj.{rest}", r"^encoder\.layer\.0\.attention\.q_proj\.weight$"
+    return Layout(name, description, signature, {"vit": (
+        R("cls_token", "embeddings.cls_token"),
+        R("reg_token", "embeddings.register_tokens"),
+        R("pos_embed", "embeddings.position_embeddings"),
+        R("patch_embed.proj.{rest}", "embeddings.patch_embeddings.projection.{rest}"),
+        R("blocks.{i}.norm1.{rest}", block + "norm1.{rest}"),
+        R("blocks.{i}.attn.qkv.{rest}", qkv, "split3"),
+        R("blocks.{i}.attn.proj.{rest}", proj),
+        R("blocks.{i}.ls1.gamma", block + "layer_scale1.lambda1"),
+        R("blocks.{i}.norm2.{rest}", block + "norm2.{rest}"),
+        R("blocks.{i}.mlp.{rest}", block + "mlp.{rest}"),
+        R("blocks.{i}.ls2.gamma", block + "layer_scale2.lambda1"),
+        R("norm.{rest}", "layernorm.{rest}"),
+        R("head.{rest}", (), why="transformers' Dinov2Model has no classifier; use num_classes=0"),
+    )}, zeros={"embeddings.mask_token": (1, "embed_dim")}, folds=("class_pos_row",))
+
+
+def _hf_clip_blocks(block: str) -> tuple[Rule, ...]:
+    """The encoder layers that transformers' CLIP and SigLIP share: pre-norm, separate q/k/v."""
+    return (
+        R("blocks.{i}.norm1.{rest}", block + "layer_norm1.{rest}"),
+        R("blocks.{i}.attn.qkv.{rest}", tuple(block + f"self_attn.{n}_proj.{{rest}}" for n in "qkv"), "split3"),
+        R("blocks.{i}.attn.proj.{rest}", block + "self_attn.out_proj.{rest}"),
+        R("blocks.{i}.norm2.{rest}", block + "layer_norm2.{rest}"),
+        R("blocks.{i}.mlp.{rest}", block + "mlp.{rest}"),
+    )
+
+
+def _hf_clip(name: str, description: str, prefix: str) -> Layout:
+    """transformers' CLIP image tower: CLIPVisionModel (no prefix, no projection) or the image
+    side of CLIPModel / CLIPVisionModelWithProjection files (`vision_model.`, with the bias-free
+    `visual_projection` as timm's head). The class embedding is a vector, the position embedding
+    an Embedding table without the batch axis; the patch convolution has no bias (timm's
+    pre_norm=True models)."""
+    if prefix:
+        head = (R("head.weight", "visual_projection.weight"),
+                R("head.bias", (), fixed=0.0, why="CLIP's visual_projection has no bias"))
+    else:
+        head = (R("head.{rest}", (), why="transformers' CLIPVisionModel has no projection; use num_classes=0, or "
+                                         "the hf_clip layout, whose files have visual_projection"),)
+    return Layout(name, description, "^" + re.escape(prefix + "pre_layrnorm.weight") + "$", {"vit": (
+        R("cls_token", prefix + "embeddings.class_embedding", "flat_token"),
+        R("pos_embed", prefix + "embeddings.position_embedding.weight", "no_batch_axis"),
+        R("patch_embed.proj.weight", prefix + "embeddings.patch_embedding.weight"),
+        R("patch_embed.proj.bias", (), why="CLIP's patch convolution has no bias; create the model with pre_norm=True"),
+        R("norm_pre.{rest}", prefix + "pre_layrnorm.{rest}"),
+        *_hf_clip_blocks(prefix + "encoder.layers.{i}."),
+        R("norm.{rest}", prefix + "post_layernorm.{rest}"),
+        *head,
+    )}, ignored=(r"(^|\.)position_ids$",) + ((r"^(?!vision_model\.|visual_projection\.)",) if prefix else ()))
+
+
+def _hf_siglip(name: str, description: str, prefix: str) -> Layout:
+    """transformers' SigLIP image tower: SiglipVisionModel (no prefix) or the image side of
+    SiglipModel files (`vision_model.`). No class token; the attention-pooling head's fused
+    `in_proj` holds timm's `attn_pool.q` (first third) and `attn_pool.kv` (last two thirds)."""
+    head = prefix + "head."
+    return Layout(name, description, "^" + re.escape(prefix + "post_layernorm.weight") + "$", {"vit": (
+        R("pos_embed", prefix + "embeddings.position_embedding.weight", "no_batch_axis"),
+        R("patch_embed.proj.{rest}", prefix + "embeddings.patch_embedding.{rest}"),
+        *_hf_clip_blocks(prefix + "encoder.layers.{i}."),
+        R("norm.{rest}", prefix + "post_layernorm.{rest}"),
+        R("attn_pool.latent", head + "probe"),
+        R("attn_pool.q.{rest}", head + "attention.in_proj_{rest}", part=(0, 3)),
+        R("attn_pool.kv.{rest}", head + "attention.in_proj_{rest}", part=(1, 3, 2)),
+        R("attn_pool.proj.{rest}", head + "attention.out_proj.{rest}"),
+        R("attn_pool.norm.{rest}", head + "layernorm.{rest}"),
+        R("attn_pool.mlp.{rest}", head + "mlp.{rest}"),
+        R("head.{rest}", (), why="SigLIP's image tower has no classifier; use num_classes=0"),
+    )}, ignored=(r"(^|\.)position_ids$",) + ((r"^(?!vision_model\.)",) if prefix else ()))
+
+
+_OPENCLIP_BLOCK = "visual.transformer.resblocks.{i}."
+_OPENCLIP = Layout(
+    "openclip", "OpenCLIP / OpenAI CLIP image tower (`visual.*`; the text tower is ignored)",
+    r"^visual\.(class_embedding|conv1\.weight)$", {"vit": (
+        R("cls_token", "visual.class_embedding", "flat_token"),
+        R("pos_embed", "visual.positional_embedding", "no_batch_axis"),
+        R("patch_embed.proj.weight", "visual.conv1.weight"),
+        R("patch_embed.proj.bias", (), why="CLIP's patch convolution has no bias; create the model with pre_norm=True"),
+        R("norm_pre.{rest}", "visual.ln_pre.{rest}"),
+        R("blocks.{i}.norm1.{rest}", _OPENCLIP_BLOCK + "ln_1.{rest}"),
+        R("blocks.{i}.attn.qkv.weight", _OPENCLIP_BLOCK + "attn.in_proj_weight"),
+        R("blocks.{i}.attn.qkv.bias", _OPENCLIP_BLOCK + "attn.in_proj_bias"),
+        R("blocks.{i}.attn.proj.{rest}", _OPENCLIP_BLOCK + "attn.out_proj.{rest}"),
+        R("blocks.{i}.norm2.{rest}", _OPENCLIP_BLOCK + "ln_2.{rest}"),
+        R("blocks.{i}.mlp.fc1.{rest}", _OPENCLIP_BLOCK + "mlp.c_fc.{rest}"),
+        R("blocks.{i}.mlp.fc2.{rest}", _OPENCLIP_BLOCK + "mlp.c_proj.{rest}"),
+        R("norm.{rest}", "visual.ln_post.{rest}"),
+        R("head.weight", "visual.proj", "transpose"),  # (D, out)
+        R("head.bias", (), fixed=0.0, why="OpenCLIP's projection visual.proj has no bias"),
+    )}, ignored=(r"^(?!visual\.)",))  # the text tower, logit_scale, ...
+
+_DINOV2 = Layout(
+    "dinov2", "facebookresearch/dinov2 backbones (timm's names but `register_tokens`, `mask_token`, and a "
+              "class-token row in `pos_embed`)",
+    r"^(mask_token|register_tokens)$", {"vit": (
+        R("reg_token", "register_tokens"),
+        R("head.{rest}", (), why="DINOv2's backbones have no classifier; use num_classes=0"),
+    )}, zeros={"mask_token": (1, "embed_dim")}, folds=("class_pos_row",))
+
 _OFFICIAL_SWIN = (R("layers.{i}.downsample.{rest}", "layers.{i-1}.downsample.{rest}"), R("head.fc.{rest}", "head.{rest}"))
 _TORCHVISION_SWIN = (
     R("patch_embed.proj.{rest}", "features.0.0.{rest}"),
@@ -389,6 +584,7 @@ _LAYOUT_LIST = [
                             (_BLOCK + "attn.relative_position_index", "relative_position_index"),
                             (_BLOCK + "attn_mask", "attn_mask"))},
     ),
+    _DINOV2,  # before timm: the same names and more
     Layout("timm", "timm's state_dict (also Hugging Face hub copies of timm weights)",
            r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$", {"swin": (), "swinv2": (), "vit": ()},
            ignored=SWIN_BUFFERS),
@@ -424,6 +620,18 @@ _LAYOUT_LIST = [
                  "swinv2": ((_BLOCK + "attn.relative_coords_table", "relative_coords_table"),
                             (_BLOCK + "attn.relative_position_index", "relative_position_index_flat"))},
     ),
+    _OPENCLIP,
+    _hf_dinov2("hf_dinov2", "transformers v5 Dinov2Model / Dinov2WithRegistersModel", False),
+    # before hf_v4_model, whose ViT names are DINOv2's v4 names too
+    _hf_dinov2("hf_v4_dinov2", "transformers v4 Dinov2Model / Dinov2WithRegistersModel names, as the hub's files hold "
+                               "them", True),
+    _hf_clip("hf_clip_vision", "transformers CLIPVisionModel (no projection)", ""),
+    _hf_clip("hf_clip", "transformers CLIPModel / CLIPVisionModelWithProjection files: the image tower and "
+                        "visual_projection (the text tower is ignored)", "vision_model."),
+    # after the CLIP layouts, whose files have post_layernorm too
+    _hf_siglip("hf_siglip_vision", "transformers SiglipVisionModel", ""),
+    _hf_siglip("hf_siglip", "transformers SiglipModel files: the image tower (the text tower is ignored)",
+               "vision_model."),
     _hugging_face("hf", "transformers v5 SwinForImageClassification / Swinv2ForImageClassification / "
                         "ViTForImageClassification", False, False),
     _hugging_face("hf_model", "transformers v5 SwinModel / Swinv2Model / ViTModel (no classifier)", False, True),
