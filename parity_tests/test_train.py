@@ -495,3 +495,21 @@ def test_swinv2_fine_tunes_from_a_timm_checkpoint(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "timm layout, 5 classes); new 10-class head" in result.stdout
     assert "done: 3 steps" in result.stdout and "0 image(s) apart" in result.stdout
+
+
+def test_distilled_deit_fine_tunes_from_a_timm_checkpoint(tmp_path):
+    """`python -m train --model deit_..._distilled_...` from a timm VisionTransformerDistilled
+    state_dict of another class count: both heads are new, the distillation token is kept; the
+    exported weights run in swin_torch_ref with the same predictions."""
+    from safetensors.torch import save_file
+
+    deit_args = dict(patch_size=4, embed_dim=48, depth=2, num_heads=3)
+    donor = swin_torch_ref.randomize_parameters(
+        timm_model("deit_tiny_distilled_patch16_224", img_size=32, in_chans=1, num_classes=5, **deit_args), seed=0)
+    save_file({k: v.contiguous() for k, v in donor.state_dict().items()}, str(tmp_path / "donor.safetensors"))
+    result = run_cli("train", "--preset", "digits", "--model", "deit_tiny_distilled_patch16_224", "--max-steps", 3,
+                     "--out-dir", tmp_path / "run", "--init", tmp_path / "donor.safetensors",
+                     *[f"--model-arg={k}={v}" for k, v in deit_args.items()])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "timm layout, 5 classes); new 10-class head" in result.stdout
+    assert "done: 3 steps" in result.stdout and "0 image(s) apart" in result.stdout

@@ -77,6 +77,14 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def _family(name: str) -> Optional[str]:
+    """Swin or ViT: the kind of a registered model, whose options a preset's model_args name (Swin
+    V2 takes Swin's); None for an unknown name (its error comes later)."""
+    from swin_jax.configs import MODEL_CONFIGS
+
+    return MODEL_CONFIGS[name][0].family.removesuffix("v2") if name in MODEL_CONFIGS else None
+
+
 def _value(text: str) -> Any:
     try:
         return ast.literal_eval(text)
@@ -118,6 +126,8 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     """Command line -> TrainConfig: preset values first, then the flags given."""
     args = vars(build_parser().parse_args(argv))
     values: dict[str, Any] = dict(PRESETS[args.pop("preset")]) if args.get("preset") else {}
+    if args.get("model") and values.get("model_args") and _family(args["model"]) != _family(values["model"]):
+        del values["model_args"]  # the preset's model options are its family's (a Swin's depths, windows)
     model_args = args.pop("model_args")
     if model_args:
         extra = {}
