@@ -34,6 +34,29 @@ def test_readme_python_block_runs(code, tmp_path, hub_env):
     assert result.returncode == 0, result.stderr[-3000:]
     if "max |JAX - timm|" in code:
         assert float(result.stdout.split("=")[-1]) < 1e-5
-    for line in code.splitlines():  # printed values the example states in a comment
-        if line.startswith("print(") and "  # " in line:
-            assert line.split("  # ", 1)[1] in result.stdout
+    for expected in stated_outputs(code):
+        assert expected in result.stdout
+
+
+def stated_outputs(code: str) -> list[str]:
+    """Printed values an example states in a comment: on the print's line, or a printed list on
+    the comment lines under it (`# ['a', 'b',` / `#  'c']` is `['a', 'b', 'c']`)."""
+    lines, out = code.splitlines(), []
+    for i, line in enumerate(lines):
+        if not line.startswith("print("):
+            continue
+        if "  # " in line:
+            out.append(line.split("  # ", 1)[1])
+        elif i + 1 < len(lines) and lines[i + 1].startswith("# ["):
+            block = [lines[i + 1]]
+            for following in lines[i + 2:]:
+                if not following.startswith("#  "):
+                    break
+                block.append(following)
+            out.append("".join(b[2:] for b in block))
+    return out
+
+
+def test_stated_outputs_read_wrapped_lists():
+    code = "print(x)\n# ['a', 'b',\n#  'c']\nprint(y)  # 3\n# prose, not an output\nprint(z)\n# not a list"
+    assert stated_outputs(code) == ["['a', 'b', 'c']", "3"]

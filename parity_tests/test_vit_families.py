@@ -31,7 +31,9 @@ NEW_MODELS = [
 
 # (id, model, overrides, input size or None for the config's): one model per option family
 FAMILY_CASES = [
-    pytest.param(("deit-distilled", "deit_tiny_distilled_patch16_224", SMALL, None), id="deit-distilled"),
+    # two prefix tokens with position-embedding rows, resampled at run time (64x48: 4x3 patches, not 3x4)
+    pytest.param(("deit-distilled-dynamic", "deit_tiny_distilled_patch16_224", dict(SMALL, dynamic_img_size=True),
+                  (64, 48)), id="deit-distilled-dynamic"),
     pytest.param(("deit3-layerscale-no_embed_class", "deit3_small_patch16_224", SMALL, None), id="deit3"),
     # trained at 42x56 (3x4 patches), fed 56x70 (4x5): the position embedding is resampled in the forward pass
     pytest.param(("dinov2-reg4-dynamic", "vit_small_patch14_reg4_dinov2",

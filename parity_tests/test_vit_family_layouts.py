@@ -643,3 +643,23 @@ def test_swin_jax_original_layouts_through_timm_converter(layout, record):
              record)
     back = swin_jax.from_torch(model, tensors)
     jax.tree.map(np.testing.assert_array_equal, back, params)
+
+
+# transformers' activation names -> timm's act_layer
+HF_ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu"}
+
+
+@pytest.mark.parametrize("hf_config, name, options", [
+    (lambda: transformers.Dinov2Config(**HF_TINY), DINOV2, {}),
+    (lambda: transformers.Dinov2WithRegistersConfig(**HF_TINY), DINOV2_REG4, {}),
+    (lambda: _clip_config(), CLIP, CLIP_TIMM),
+    (lambda: _siglip_config(), SIGLIP, SIGLIP_TIMM),
+], ids=["dinov2", "dinov2-reg4", "clip", "siglip"])
+def test_timm_options_are_transformers_configs(hf_config, name, options):
+    """The options these tests build timm's and our models with are what transformers' configs
+    say: the activation (hidden_act) and LayerNorm eps (layer_norm_eps), as the named model or the
+    options set them."""
+    config = hf_config()
+    ours = VitConfig(**{**MODEL_CONFIGS[name][1], **options})
+    assert HF_ACTIVATIONS[config.hidden_act] == ours.act_layer
+    assert config.layer_norm_eps == ours.layer_norm_eps

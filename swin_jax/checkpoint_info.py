@@ -220,8 +220,8 @@ def _vit_kind(config: dict[str, Any], layout: str) -> tuple[str, dict[str, str]]
     if config.get("pre_norm"):
         return "CLIP image tower", {"act_layer": "the MLP activation is not in the weights: OpenAI's CLIP weights "
                                                  "use quick_gelu, most others gelu"}
-    if layer_scale:
-        return ("DINOv2" if layout in DINOV2_LAYOUTS or config["patch_size"] == 14 else "DeiT III"), {}
+    if layer_scale:  # DeiT III adds the position embedding to the patches only, DINOv2 to every token
+        return ("DeiT III" if config.get("no_embed_class") and layout not in DINOV2_LAYOUTS else "DINOv2"), {}
     return "", {}
 
 
@@ -258,7 +258,10 @@ def _matches(family: str, config: dict[str, Any]) -> list[str]:
         if cls is not config_cls:
             continue
         registered = dataclasses.asdict(cls(**args))
-        mine = dataclasses.asdict(cls(**{k: v for k, v in config.items() if k in registered}))
+        try:
+            mine = dataclasses.asdict(cls(**{k: v for k, v in config.items() if k in registered}))
+        except ValueError:  # options no model combines (a distillation token with registers): no match
+            return []
         if all(_compared(family, k, registered[k], registered) == _compared(family, k, mine[k], mine)
                for k in compared):
             out.append(name)

@@ -394,21 +394,20 @@ MODEL_CONFIGS.update({
 
 # The ViT families of today's checkpoints, with timm's names and arguments (class counts and image
 # sizes are those of timm's default weights, as timm builds a bare name).
-_DEIT_SIZES = {"tiny": _VIT_SIZES["tiny"], "small": _VIT_SIZES["small"], "base": _VIT_SIZES["base"]}
 _DEIT3 = dict(no_embed_class=True, init_values=1e-6)
-_DINOV2 = dict(init_values=1e-5, num_classes=0)
+_DINOV2_ARGS = dict(init_values=1e-5, num_classes=0)
 _REG4 = dict(reg_tokens=4, no_embed_class=True)
 _CLIP = dict(pre_norm=True, layer_norm_eps=1e-5)
 _SIGLIP = dict(class_token=False, global_pool="map", num_classes=0)
 MODEL_CONFIGS.update({
-    **{f"deit_{size}_patch16_224": (VitConfig, _vit(224, 16, *dims)) for size, dims in _DEIT_SIZES.items()},
-    **{f"deit_{size}_distilled_patch16_224": (VitConfig, {**_vit(224, 16, *dims), "dist_token": True})
-       for size, dims in _DEIT_SIZES.items()},
+    **{f"deit_{size}_patch16_224": (VitConfig, _vit(224, 16, *_VIT_SIZES[size])) for size in ("tiny", "small", "base")},
+    **{f"deit_{size}_distilled_patch16_224": (VitConfig, {**_vit(224, 16, *_VIT_SIZES[size]), "dist_token": True})
+       for size in ("tiny", "small", "base")},
     **{f"deit3_{size}_patch16_224": (VitConfig, {**_vit(224, 16, *_VIT_SIZES[size]), **_DEIT3})
        for size in ("small", "base", "large")},
-    **{f"vit_{size}_patch14_dinov2": (VitConfig, {**_vit(518, 14, *_VIT_SIZES[size]), **_DINOV2})
+    **{f"vit_{size}_patch14_dinov2": (VitConfig, {**_vit(518, 14, *_VIT_SIZES[size]), **_DINOV2_ARGS})
        for size in ("small", "base", "large")},
-    **{f"vit_{size}_patch14_reg4_dinov2": (VitConfig, {**_vit(518, 14, *_VIT_SIZES[size]), **_DINOV2, **_REG4})
+    **{f"vit_{size}_patch14_reg4_dinov2": (VitConfig, {**_vit(518, 14, *_VIT_SIZES[size]), **_DINOV2_ARGS, **_REG4})
        for size in ("small", "base", "large")},
     "vit_base_patch16_clip_224": (VitConfig, {**_vit(224, 16, *_VIT_SIZES["base"]), **_CLIP}),
     "vit_base_patch32_clip_224": (VitConfig, {**_vit(224, 32, *_VIT_SIZES["base"]), **_CLIP}),

@@ -11,7 +11,9 @@ what a model needs), layout -> canonical for import and `inspect`. Several layou
 split one canonical tensor (HF's q/k/v projections); `transform` names the tensor operation.
 Several canonical tensors can also share one layout tensor as equal slices of it (`part`):
 torchvision's one Swin V2 `qkv.bias` holds timm's `q_bias`, a zero key bias and `v_bias`.
-Keys that no rule matches keep their canonical name and tensor. The converter engine in
+In timm's own layout and Microsoft's (timm's names with a few renames, `passthrough`) keys that
+no rule matches keep their canonical name and tensor; every other layout's rules name every
+tensor it holds, and a model tensor none of them matches is an error. The converter engine in
 `swin_jax.convert` reads these tables; nothing here knows about Flax.
 
 Three things a per-tensor rule cannot say are data too. A rule's `fixed` value: the layout does
@@ -240,6 +242,10 @@ class Layout:
     # an int or a config field's name; written as zeros on export, ignored on import
     zeros: dict[str, tuple[int | str, ...]] = field(default_factory=dict)
     folds: tuple[str, ...] = ()  # names in FOLDS, applied where the model's config asks for them
+    # True: a canonical key that no rule matches keeps its name (timm's names with a few renames);
+    # False: the rules name every tensor the layout holds, and any other cannot be held (a model
+    # option the layout's library does not have: exporting it would write keys nothing reads)
+    passthrough: bool = False
 
     def families(self) -> tuple[str, ...]:
         return tuple(self.rules)
@@ -256,6 +262,9 @@ class Layout:
                 if not rule.layout_keys and rule.fixed is None:
                     raise ValueError(f"the {self.name} layout cannot hold {canonical}: {rule.why}")
                 return Plan(tuple(_fill(t, values) for t in rule.layout_keys), rule.transform, rule.part, rule.fixed)
+        if not self.passthrough:
+            raise ValueError(f"the {self.name} layout cannot hold {canonical}: its library's {family} model has no "
+                             f"such tensor (save in the timm layout)")
         return Plan((canonical,), "same")
 
     def canonical(self, family: str, key: str) -> tuple[KeyMatch, ...]:
@@ -556,6 +565,10 @@ _DINOV2 = Layout(
               "class-token row in `pos_embed`)",
     r"^(mask_token|register_tokens)$", {"vit": (
         R("reg_token", "register_tokens"),
+        # the rest under timm's names: what DINOv2's ViT holds (no pre-norm, qk-norm or pooling head)
+        *(R(key, key) for key in ("cls_token", "pos_embed", "patch_embed.proj.{rest}", "norm.{rest}", *(
+            "blocks.{i}." + part for part in ("norm1.{rest}", "attn.qkv.{rest}", "attn.proj.{rest}", "ls1.gamma",
+                                              "norm2.{rest}", "mlp.fc1.{rest}", "mlp.fc2.{rest}", "ls2.gamma")))),
         R("head.{rest}", (), why="DINOv2's backbones have no classifier; use num_classes=0"),
     )}, zeros={"mask_token": (1, "embed_dim")}, folds=("class_pos_row",))
 
@@ -568,6 +581,7 @@ _TORCHVISION_SWIN = (
     R("layers.{i}.blocks.{j}.{rest}", "features.{2*i+1}.{j}.{rest}"),
     R("layers.{i}.downsample.{rest}", "features.{2*i}.{rest}"),
     R("head.fc.{rest}", "head.{rest}"),
+    R("norm.{rest}", "norm.{rest}"),
 )
 _BLOCK = "layers.{i}.blocks.{j}."
 
@@ -577,7 +591,7 @@ _LAYOUT_LIST = [
         "official", "Microsoft's official Swin / Swin V2 .pth (downsample at the end of stages, `head`, saved buffers)",
         r"^layers\.0\.downsample\.reduction\.weight$",
         {"swin": _OFFICIAL_SWIN, "swinv2": _OFFICIAL_SWIN},
-        ignored=SWIN_BUFFERS,
+        ignored=SWIN_BUFFERS, passthrough=True,
         buffers={"swin": ((_BLOCK + "attn.relative_position_index", "relative_position_index"),
                           (_BLOCK + "attn_mask", "attn_mask")),
                  "swinv2": ((_BLOCK + "attn.relative_coords_table", "relative_coords_table"),
@@ -587,7 +601,7 @@ _LAYOUT_LIST = [
     _DINOV2,  # before timm: the same names and more
     Layout("timm", "timm's state_dict (also Hugging Face hub copies of timm weights)",
            r"^(layers\.\d+\.blocks|blocks)\.0\.norm1\.weight$", {"swin": (), "swinv2": (), "vit": ()},
-           ignored=SWIN_BUFFERS),
+           ignored=SWIN_BUFFERS, passthrough=True),
     Layout(
         "torchvision", "torchvision's swin_t/s/b, swin_v2_t/s/b and vit_b_16/b_32/l_16/l_32/h_14",
         r"^(features\.0\.0\.weight|encoder\.layers\.encoder_layer_0\.ln_1\.weight)$",

@@ -242,4 +242,3 @@ class VisionTransformer(nn.Module):
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         return self.forward_head(self.forward_features(x, train), train)
-
