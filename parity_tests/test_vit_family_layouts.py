@@ -663,3 +663,19 @@ def test_timm_options_are_transformers_configs(hf_config, name, options):
     ours = VitConfig(**{**MODEL_CONFIGS[name][1], **options})
     assert HF_ACTIVATIONS[config.hidden_act] == ours.act_layer
     assert config.layer_norm_eps == ours.layer_norm_eps
+
+
+@pytest.mark.parametrize("name, options, layout, key", [
+    (SIGLIP, {}, "hf", "attn_pool."),
+    (DINOV2_REG4, {}, "hf", "reg_token"),
+    (CLIP, dict(num_classes=0), "big_vision", "norm_pre."),
+    (DINOV2, dict(qk_norm=True), "dinov2", "blocks.0.attn.q_norm."),
+    (DINOV2, {}, "hf_siglip_vision", "cls_token"),
+], ids=["siglip-to-hf", "registers-to-hf", "clip-to-big_vision", "qk_norm-to-dinov2", "class-token-to-siglip"])
+def test_export_refuses_tensors_the_layout_cannot_hold(name, options, layout, key):
+    """A model tensor that no rule of the layout names is an error naming it, not a key written
+    under timm's name that the layout's library never reads."""
+    model = swin_jax.create_model(name, **{**TINY, **options})
+    params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), swin_jax.param_shapes(model))
+    with pytest.raises(ValueError, match=f"the {layout} layout cannot hold {re.escape(key)}"):
+        to_torch(model, params, layout)
