@@ -131,7 +131,8 @@ def test_list_models_has_timm_names():
     assert swin_jax.list_models("swin_*") == sorted([
         "swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
         "swin_base_patch4_window12_384", "swin_large_patch4_window7_224", "swin_large_patch4_window12_384"])
-    assert len(swin_jax.list_models("vit_*")) == 11
+    assert len(swin_jax.list_models("vit_*_patch??_[0-9]*")) == 11  # Google's / augreg ViTs
+    assert len(swin_jax.list_models("vit_*")) == 23 and len(swin_jax.list_models("deit*")) == 9
     assert swin_jax.list_models("swinv2*") == sorted(
         [f"swinv2_{size}_window{w}_256" for size in ("tiny", "small", "base") for w in (8, 16)]
         + [f"swinv2_{size}_window12{to}" for size in ("base", "large")

@@ -29,6 +29,9 @@ NEW_MODELS = [
     "vit_large_patch14_clip_224", "vit_base_patch16_siglip_224", "vit_so400m_patch14_siglip_224",
 ]
 
+TRACED_MODELS = ("deit_base_distilled_patch16_224", "deit3_large_patch16_224", "vit_large_patch14_reg4_dinov2",
+                 "vit_large_patch14_clip_224", "vit_so400m_patch14_siglip_224")
+
 # (id, model, overrides, input size or None for the config's): one model per option family
 FAMILY_CASES = [
     # two prefix tokens with position-embedding rows, resampled at run time (64x48: 4x3 patches, not 3x4)
@@ -87,8 +90,8 @@ def test_family_forward_parity(family_case, reference, record):
 
 def test_named_models_have_timms_parameters_and_outputs():
     """Every new named model at its full size: the same parameter names and shapes as timm's
-    model of that name, `list_models` lists it, and (traced, not run) forward_intermediates gives
-    every block's tokens and the model timm's output shape."""
+    model of that name and `list_models` lists it; for the largest of each family (traced, not
+    run) forward_intermediates gives every block's tokens and the model timm's output shape."""
     assert set(NEW_MODELS) <= set(swin_jax.list_models())
     for name in NEW_MODELS:
         with torch.device("meta"):
@@ -103,6 +106,8 @@ def test_named_models_have_timms_parameters_and_outputs():
             axes = TORCH_FROM_FLAX_AXES.get((names[-1], len(leaf.shape)), tuple(range(len(leaf.shape))))
             ours[canonical_key(names)] = tuple(leaf.shape[a] for a in axes)
         assert ours == theirs, (name, set(ours) ^ set(theirs))
+        if name not in TRACED_MODELS:
+            continue
         cfg, x = model.config, swin_jax.models.dummy_input(model)
         blocks = jax.eval_shape(lambda p, x: model.apply({"params": p}, x, method="forward_intermediates"), shapes, x)
         assert [b.shape for b in blocks] == [(1, cfg.num_tokens, cfg.embed_dim)] * cfg.depth
@@ -188,12 +193,8 @@ def test_training_steps_lower_the_loss(name):
     assert losses[-1] < losses[0], losses
 
 
-FAMILY_MODELS = ["deit_tiny_distilled_patch16_224", "deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2",
-                 "vit_base_patch16_clip_quickgelu_224", "vit_base_patch16_siglip_224"]
-
-
-@pytest.mark.parametrize("name", FAMILY_MODELS)
-def test_parity_check_of_each_family_model(name):
+@pytest.mark.parametrize("name", ["deit3_small_patch16_224", "vit_base_patch16_siglip_224"])
+def test_parity_check_of_family_models(name):
     """`swin-jax parity`'s check (the named model at a small image size, all its blocks) vs timm."""
     from swin_jax.parity import check_parity
 

@@ -667,10 +667,10 @@ def test_timm_options_are_transformers_configs(hf_config, name, options):
 
 @pytest.mark.parametrize("name, options, layout, key", [
     (SIGLIP, {}, "hf", "attn_pool."),
-    (DINOV2_REG4, {}, "hf", "reg_token"),
+    (DINOV2_REG4, dict(init_values=None), "hf", "reg_token"),
     (CLIP, dict(num_classes=0), "big_vision", "norm_pre."),
-    (DINOV2, dict(qk_norm=True), "dinov2", "blocks.0.attn.q_norm."),
-    (DINOV2, {}, "hf_siglip_vision", "cls_token"),
+    (DINOV2, dict(qk_norm=True), "dinov2", "blocks.0.attn.k_norm."),
+    (DINOV2, dict(init_values=None), "hf_siglip_vision", "cls_token"),
 ], ids=["siglip-to-hf", "registers-to-hf", "clip-to-big_vision", "qk_norm-to-dinov2", "class-token-to-siglip"])
 def test_export_refuses_tensors_the_layout_cannot_hold(name, options, layout, key):
     """A model tensor that no rule of the layout names is an error naming it, not a key written
