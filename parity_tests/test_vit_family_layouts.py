@@ -325,16 +325,19 @@ def _timm_filtered(state: dict, theirs) -> dict:
     return {k: v.numpy() for k, v in theirs.state_dict().items()}
 
 
+def assert_same_tensors(ours: dict, expected: dict) -> None:
+    assert set(ours) == set(expected)
+    for key, value in expected.items():
+        np.testing.assert_array_equal(ours[key], value, err_msg=key)
+
+
 @pytest.mark.parametrize("registers", [False, True], ids=["dinov2", "dinov2-reg4"])
 def test_dinov2_original_import_equals_timm_converter(registers):
     theirs, state, standin = _timm_and_standin(DINOV2_REG4 if registers else DINOV2, seed=13)
     original = dinov2_from_timm(state, registers)
     assert detect_layout(list(original)) == "dinov2"
     expected = _timm_filtered(original, theirs)
-    ours = from_torch(standin, original)
-    assert set(ours) == set(expected)
-    for key, value in expected.items():
-        np.testing.assert_array_equal(ours[key], value, err_msg=key)
+    assert_same_tensors(from_torch(standin, original), expected)
 
 
 @pytest.mark.parametrize("registers", [False, True], ids=["dinov2", "dinov2-reg4"])
@@ -425,10 +428,7 @@ def test_openclip_import_equals_timm_converter():
     assert "visual.transformer.resblocks.1.mlp.c_proj.weight" in original
     assert detect_layout(list(original)) == "openclip"
     expected = _timm_filtered(original, theirs)
-    ours = from_torch(standin, original)
-    assert set(ours) == set(expected)
-    for key, value in expected.items():
-        np.testing.assert_array_equal(ours[key], value, err_msg=key)
+    assert_same_tensors(from_torch(standin, original), expected)
 
 
 def test_openclip_export_through_timm_converter(record):
