@@ -7,8 +7,6 @@ SigLIP's attention pooling, inputs of any size, DeiT's distillation token. The t
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import nn
