@@ -26,7 +26,7 @@ def timm_posterize_restored():
 
 
 def test_input_bench_report_on_a_tiny_folder(tmp_path):
-    from train.input_bench import make_jpeg_folder, run_input_bench, skip_for, table
+    from train.input_bench import make_jpeg_folder, run_input_bench, skip_for, table, tail_for
 
     folder = make_jpeg_folder(tmp_path / "data", classes=2, per_class=8, size=(96, 72))
     batch, batches, repeats, size = 4, 2, 1, (64, 64)
@@ -42,7 +42,7 @@ def test_input_bench_report_on_a_tiny_folder(tmp_path):
     assert [(r["workers"], r["framework"]) for r in results] == [(0, "swin_jax"), (0, "timm"), (1, "swin_jax"),
                                                                  (1, "timm")]
     for r in results:
-        epoch = skip_for(r["workers"]) + batches  # a warm-up epoch, then `repeats` timed ones
+        epoch = skip_for(r["workers"]) + batches + tail_for(r["workers"])  # a warm-up epoch, then `repeats`
         assert r["batches"] == (repeats + 1) * epoch
         assert r["images"] == r["batches"] * batch
         expected = (batch, *size, 3) if r["framework"] == "swin_jax" else (batch, 3, *size)  # NHWC / NCHW
@@ -60,6 +60,34 @@ def test_input_bench_report_on_a_tiny_folder(tmp_path):
     text = table(report, markdown=True)
     assert text.startswith("| recipe | workers | swin_jax img/s | timm img/s | ratio |")
     assert text.count("\n| full |") == 2 and "% of step time lost to input" in text
+
+
+def test_time_epoch_times_the_steady_batches_only(monkeypatch):
+    """The rate counts the `timed` batches between the arrival of batch skip - 1 and that of
+    batch skip + timed - 1, whatever the start-up before and the drained buffers after: here a
+    slow start, batches every 0.5 s, then a tail that arrives at once (as timm's prefetcher
+    hands out its held-back batch) must read 2 batches/s, not more."""
+    import itertools
+
+    from train import input_bench
+
+    class Batch:
+        shape, dtype = (4, 8, 8, 3), "float32"
+
+    arrivals = [0.0, 3.0, 4.0, 4.5, 5.0, 5.5, 6.0, 6.0001]  # start, then 7 batches
+    clock = iter(arrivals)
+    monkeypatch.setattr(input_bench.time, "perf_counter", lambda: next(clock))
+    cpu = itertools.count()
+    monkeypatch.setattr(input_bench.CpuClock, "__init__", lambda self: None)
+    monkeypatch.setattr(input_bench.CpuClock, "read", lambda self: (float(next(cpu)), {}))
+
+    r = input_bench.time_epoch(iter([Batch()] * 7), batch=4, skip=2, timed=4, tail=1)
+    assert r.rate == pytest.approx(4 * 4 / (6.0 - 4.0))  # batches 2..5 over arrivals 1 -> 5
+    assert r.first_s == pytest.approx(3.0) and r.images == 28 and r.shape == Batch.shape
+    with pytest.raises(RuntimeError, match="gave 7 batches, expected 6"):
+        clock = iter(arrivals)
+        monkeypatch.setattr(input_bench.time, "perf_counter", lambda: next(clock))
+        input_bench.time_epoch(iter([Batch()] * 7), batch=4, skip=2, timed=4, tail=0)
 
 
 def test_scaling_pairs_one_and_two_workers():

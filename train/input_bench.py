@@ -10,12 +10,16 @@ noise, drawn in the workers, written into its box), blocked until ready. timm's 
 prefetching loader (`use_prefetcher=True`, here on the CPU), which normalises and erases in the
 main process.
 
-These machines are noisy, so the two pipelines are timed in turn (swin_jax, timm, swin_jax, ...)
-and the medians are reported, as `swin_jax.bench` does. Each round is one short epoch of
-`skip + batches` batches; the first `skip` batches are not timed, so worker start-up (grain
-spawns its workers per iterator; timm keeps persistent ones) and the pipeline's fill are left
-out of the rate (start-up is reported apart). An epoch that ends leaves its workers idle, so the
-side not being timed takes no CPU from the other.
+These machines are noisy, so the pipelines are timed in turn, one epoch each per round (swin_jax
+and timm at 1 worker, at 2 workers, then again), and the medians are reported, as
+`swin_jax.bench` does: both the ratio to timm and the scaling with workers compare epochs run
+close together. Each epoch holds `skip + batches + tail` batches, and only the `batches` in the
+middle are timed. The first `skip` hold worker start-up (grain spawns its workers per iterator;
+timm keeps persistent ones) and the pipeline's fill; start-up is reported apart. The last `tail`
+come out of buffers that drain at the end of an epoch without new work: timm's prefetcher holds
+one batch back and hands it out at once after the last one arrives, which would credit it a
+batch it took no time to make. An epoch that ends leaves its workers idle, so the pipelines not
+being timed take no CPU from the one that is.
 
 Imported lazily by the CLI: importing swin_jax does not import this module.
 """
@@ -212,6 +216,7 @@ class TimmPipeline:
                                     no_aug=False, re_prob=recipe.re_prob, re_mode="pixel", re_count=1,
                                     num_workers=workers, use_prefetcher=True, device=torch.device("cpu"),
                                     persistent_workers=True, pin_memory=False, **timm_augmentation(recipe))
+        self.workers = workers
         # create_loader takes no force_color_jitter (timm drops the jitter under RandAugment):
         # the same transform, rebuilt with it, before any worker starts
         dataset.transform = timm_transform(recipe, img_size)
@@ -270,23 +275,31 @@ class CpuClock:
         return t.user + t.system, dict(self.seen)
 
 
-def time_epoch(epoch: Iterator[Any], batch: int, skip: int, timed: int) -> Round:
-    """Consume one epoch of `skip + timed` batches; the rate counts the `timed` batches after
-    the first `skip` (the clock starts when batch `skip - 1` is ready), and so does the CPU time."""
+def time_epoch(epoch: Iterator[Any], batch: int, skip: int, timed: int, tail: int = 0) -> Round:
+    """Consume one epoch of `skip + timed + tail` batches; the rate counts the `timed` batches
+    after the first `skip` (the clock runs from the arrival of batch `skip - 1` to that of batch
+    `skip + timed - 1`; the last `tail` arrive out of drained buffers and are not timed), and so
+    does the CPU time."""
     clock = CpuClock()
     start = time.perf_counter()
     arrivals, images, shape, dtype = [], 0, (), ""
+    end = skip + timed
     for out in epoch:
         arrivals.append(time.perf_counter())
-        reading = clock.read()
-        if len(arrivals) == skip:
-            first_reading = reading
+        if len(arrivals) in (skip, end):
+            reading = clock.read()
+            if len(arrivals) == skip:
+                first_reading = reading
+            else:
+                last_reading = reading
+        elif len(arrivals) < end:
+            clock.read()  # keeps the readings of workers that exit before the end
         images += int(out.shape[0])
         shape, dtype = tuple(int(d) for d in out.shape), str(out.dtype).replace("torch.", "")
-    if len(arrivals) != skip + timed:
-        raise RuntimeError(f"an epoch gave {len(arrivals)} batches, expected {skip + timed}")
-    span = arrivals[-1] - arrivals[skip - 1]
-    (main0, kids0), (main1, kids1) = first_reading, clock.read()
+    if len(arrivals) != end + tail:
+        raise RuntimeError(f"an epoch gave {len(arrivals)} batches, expected {end + tail}")
+    span = arrivals[end - 1] - arrivals[skip - 1]
+    (main0, kids0), (main1, kids1) = first_reading, last_reading
     kids = sum(t - kids0.get(pid, 0.0) for pid, t in kids1.items())
     per_image = 1e3 / (timed * batch)
     return Round(arrivals[0] - start, timed * batch / span, images, shape, dtype, (main1 - main0) * per_image,
@@ -310,6 +323,13 @@ def skip_for(workers: int) -> int:
     return 2 * max(workers, 1)
 
 
+def tail_for(workers: int) -> int:
+    """Untimed batches at the end of each epoch: one round of the workers (timm's prefetcher
+    hands out its held-back batch at once after the last; a whole round keeps the timed window in
+    the workers' phase, whose batches arrive together)."""
+    return max(workers, 1)
+
+
 @dataclass
 class PipelineResult:
     recipe: str
@@ -328,30 +348,35 @@ class PipelineResult:
     worker_cpu_ms: float = 0.0  # and in the worker processes
 
 
-def bench_pipelines(split: Any, folder: str | Path, recipe: Recipe, workers: int, batch: int,
+def bench_pipelines(split: Any, folder: str | Path, recipe: Recipe, workers: Sequence[int], batch: int,
                     img_size: tuple[int, int], timed: int, repeats: int, tick: Callable[[], None] = lambda: None
                     ) -> list[PipelineResult]:
-    """Ours and timm's pipeline for one recipe and worker count: one warm-up epoch each, then
-    `repeats` interleaved epochs each."""
-    skip = skip_for(workers)
-    timed = -(-timed // max(workers, 1)) * max(workers, 1)  # whole rounds of the workers
-    epoch = skip + timed
-    pipes = [OurPipeline(split, recipe, img_size, batch, workers), TimmPipeline(folder, recipe, img_size, batch,
-                                                                                 workers, epoch)]
-    results = []
+    """Ours and timm's pipeline for one recipe at every worker count in `workers`: one warm-up
+    epoch each, then `repeats` rounds in which every pipeline runs one epoch in turn (ours and
+    timm's at 1 worker, at 2 workers, ...), so that both the ratio to timm and the scaling
+    between worker counts compare epochs timed minutes apart at most. Results in the order
+    (workers[0], swin_jax), (workers[0], timm), (workers[1], swin_jax), ..."""
+    runs, results = [], []  # (pipeline, epoch length, timing function) per result
     try:
-        for pipe in pipes:  # warm-up: worker start, compilation, first allocations
-            warm = time_epoch(pipe.epoch(epoch), batch, skip, timed)
-            results.append(PipelineResult(recipe.name, workers, pipe.framework, batch, img_size,
+        for k in workers:
+            skip, tail = skip_for(k), tail_for(k)
+            timed_k = -(-timed // max(k, 1)) * max(k, 1)  # whole rounds of the workers
+            epoch = skip + timed_k + tail
+            for pipe in (OurPipeline(split, recipe, img_size, batch, k),
+                         TimmPipeline(folder, recipe, img_size, batch, k, epoch)):
+                runs.append((pipe, epoch, lambda p=pipe, e=epoch, s=skip, t=timed_k, a=tail:
+                             time_epoch(p.epoch(e), batch, s, t, a)))
+        for pipe, epoch, run in runs:  # warm-up: worker start, compilation, first allocations
+            warm = run()
+            results.append(PipelineResult(recipe.name, pipe.workers, pipe.framework, batch, img_size,
                                           startup_s=warm.first_s, images=warm.images, batches=epoch,
                                           batch_shape=warm.shape, dtype=warm.dtype))
             tick()
-        rounds = interleaved([lambda p=p: time_epoch(p.epoch(epoch), batch, skip, timed) for p in pipes], repeats,
-                             tick)
+        rounds = interleaved([run for _, _, run in runs], repeats, tick)
     finally:
-        for pipe in pipes:
+        for pipe, _, _ in runs:
             pipe.close()
-    for result, measured in zip(results, rounds):
+    for result, (_, epoch, _), measured in zip(results, runs, rounds):
         result.rates = tuple(r.rate for r in measured)
         result.img_per_s = statistics.median(result.rates)
         result.main_cpu_ms = statistics.median(r.main_ms for r in measured)
@@ -508,9 +533,11 @@ def run_input_bench(data: Optional[str | Path] = None, workers: Sequence[int] = 
                 transforms[name] = bench_transforms(split, data, recipe, img_size, transform_images, repeats)
                 say(f"  {name:<6} decode + augment alone: swin_jax {transforms[name]['swin_jax']:6.1f}, "
                     f"timm {transforms[name]['timm']:6.1f} img/s (one core)")
-                for k in workers:
-                    pair = bench_pipelines(split, data, recipe, k, batch, img_size, batches, repeats, bar.update)
-                    results.extend(pair)
+                measured = bench_pipelines(split, data, recipe, workers, batch, img_size, batches, repeats,
+                                           bar.update)
+                results.extend(measured)
+                for pair in zip(measured[::2], measured[1::2]):
+                    k = pair[0].workers
                     say(f"  {name:<6} {k} worker(s): swin_jax {pair[0].img_per_s:6.1f}, timm "
                         f"{pair[1].img_per_s:6.1f} img/s ({pair[0].img_per_s / pair[1].img_per_s:.2f}x)")
             if train_overhead:
