@@ -26,7 +26,7 @@ def timm_posterize_restored():
 
 
 def test_input_bench_report_on_a_tiny_folder(tmp_path):
-    from train.input_bench import make_jpeg_folder, run_input_bench, skip_for, table, tail_for
+    from train.input_bench import make_jpeg_folder, paired_ratios, run_input_bench, skip_for, table, tail_for
 
     folder = make_jpeg_folder(tmp_path / "data", classes=2, per_class=8, size=(96, 72))
     batch, batches, repeats, size = 4, 2, 1, (64, 64)
@@ -57,9 +57,15 @@ def test_input_bench_report_on_a_tiny_folder(tmp_path):
         assert len(r["pipeline_step_times_s"]) == len(r["in_memory_step_times_s"]) == repeats
         assert r["pipeline_step_s"] > 0 and r["in_memory_step_s"] > 0 and math.isfinite(r["overhead"])
 
+    rounds = {r["workers"]: r["rates"] for r in results if r["framework"] == "swin_jax"}
+    theirs = {r["workers"]: r["rates"] for r in results if r["framework"] == "timm"}
+    expected = {k: float(np.median(np.divide(rounds[k], theirs[k]))) for k in rounds}
+    assert paired_ratios(results) == {"full": pytest.approx(expected)}
+
     text = table(report, markdown=True)
     assert text.startswith("| recipe | workers | swin_jax img/s | timm img/s | ratio |")
     assert text.count("\n| full |") == 2 and "% of step time lost to input" in text
+    assert f"ratio per round, full (swin_jax / timm in the same round; median): 0 worker(s) {expected[0]:.2f}" in text
 
 
 def test_time_epoch_times_the_steady_batches_only(monkeypatch):

@@ -592,6 +592,20 @@ def scaling(results: Sequence[PipelineResult]) -> dict:
     return out
 
 
+def paired_ratios(rows: Sequence[dict]) -> dict[str, dict[int, float]]:
+    """Per recipe and worker count, the median over rounds of swin_jax's rate / timm's in the
+    same round: the two ran minutes apart at most, so a slow spell of the machine that spans a
+    round cancels (the ratio of the medians compares epochs from different rounds)."""
+    out: dict = {}
+    for ours in (r for r in rows if r["framework"] == "swin_jax"):
+        theirs = next((r for r in rows if r["framework"] == "timm" and (r["recipe"], r["workers"]) ==
+                       (ours["recipe"], ours["workers"])), None)
+        if theirs is not None and len(ours["rates"]) == len(theirs["rates"]) > 0:
+            out.setdefault(ours["recipe"], {})[ours["workers"]] = statistics.median(
+                a / b for a, b in zip(ours["rates"], theirs["rates"]))
+    return out
+
+
 def table(report: dict, markdown: bool = False) -> str:
     """The results as a text (or markdown) table, swin_jax / timm ratios, then the scaling and
     the train overhead."""
@@ -617,6 +631,9 @@ def table(report: dict, markdown: bool = False) -> str:
         lines = [fmt(head)] + [fmt(row) for row in body]
     notes = ["CPU ms/img: CPU time per image in the main process + in the workers, over the timed batches; "
              "start-up s: swin_jax / timm, first batch of the first epoch (worker start included)"]
+    for name, ratios in paired_ratios(rows).items():
+        notes.append(f"ratio per round, {name} (swin_jax / timm in the same round; median): " +
+                     ", ".join(f"{k} worker(s) {r:.2f}" for k, r in ratios.items()))
     for name, sides in report.get("scaling", {}).items():
         notes.append(f"scaling {name}, 2 workers / 1 worker: swin_jax {sides.get('swin_jax', float('nan')):.2f}x, "
                      f"timm {sides.get('timm', float('nan')):.2f}x")
