@@ -26,6 +26,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from swin_jax.difference import relative_difference  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
 torch.set_num_threads(max(1, os.cpu_count() or 1))
 
@@ -54,15 +56,10 @@ def run_cli(program: str, *args: Any, env: Optional[dict] = None, cwd: Path = RO
 
 
 def rel_diff(reference, ours, floor: float = 1.0) -> float:
-    """max|ours - ref| / max(floor, max|ref|). Floor 1 is the forward tolerance's measure; floor 0
-    is plainly relative per tensor (gradients, trained params), and where ref is all zero it is
-    max|ours|. Non-finite values on one side only: inf."""
-    reference, ours = np.asarray(reference, np.float64), np.asarray(ours, np.float64)
-    assert reference.shape == ours.shape, (reference.shape, ours.shape)
-    if not np.array_equal(np.isfinite(reference), np.isfinite(ours)):
-        return float("inf")  # a NaN or inf on one side only (max() over NaN would hide it)
-    diff, scale = np.abs(reference - ours).max(), max(floor, np.abs(reference).max())
-    return float(diff / scale) if scale > 0 else float(diff)
+    """The suite's difference measure, swin_jax.difference.relative_difference: max|ours - ref| /
+    max(floor, max|ref|), inf where either side holds a NaN or inf; shapes must be equal."""
+    assert np.shape(reference) == np.shape(ours), (np.shape(reference), np.shape(ours))
+    return relative_difference(reference, ours, floor)
 
 
 def nchw_to_nhwc(x: torch.Tensor) -> np.ndarray:

@@ -11,7 +11,7 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
-from swin_jax.checkpoint_io import read_checkpoint
+from swin_jax.checkpoint_io import EMA_WEIGHT_SETS, read_checkpoint
 from swin_jax.configs import MODEL_CONFIGS, SwinConfig, SwinV2Config, VitConfig
 from swin_jax.layouts import (FAMILY_NAMES, FOLDS, LAYOUTS, TRANSFORMS, detect_family, detect_layout, take_part,
                               to_numpy)
@@ -30,9 +30,20 @@ class CheckpointInfo:
     num_params: int = 0
     num_tensors: int = 0
     unrecorded: dict[str, str] = field(default_factory=dict)  # fields the file does not record: why
+    weight_set: str = ""  # the container key read (a training checkpoint's `state_dict`, ...); "" for a flat file
+    weight_sets: tuple[str, ...] = ()  # every weight set the file holds
+    prefix: str = ""  # the wrapper prefix stripped from every key
 
     def summary(self) -> str:
-        lines = [f"layout      {self.layout} ({LAYOUTS[self.layout].description})",
+        lines = []
+        if self.weight_set:
+            others = [s for s in self.weight_sets if s != self.weight_set]
+            also = f"; the file also holds {', '.join(others)}" if others else ""
+            hint = " (--use-ema reads it)" if any(s in EMA_WEIGHT_SETS for s in others) else ""
+            lines.append(f"weights     {self.weight_set}{also}{hint}")
+        if self.prefix:
+            lines.append(f"prefix      {self.prefix!r} stripped from every key")
+        lines += [f"layout      {self.layout} ({LAYOUTS[self.layout].description})",
                  f"family      {self.family} ({FAMILY_NAMES[self.family]})"]
         lines += [f"kind        {self.kind}"] if self.kind else []
         lines += [f"parameters  {self.num_params:,} in {self.num_tensors} tensors"]
@@ -304,6 +315,10 @@ def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> Che
     return info
 
 
-def describe_file(path: str | Path, layout: Optional[str] = None) -> CheckpointInfo:
-    """`describe` for a checkpoint file (.pth/.pt/.bin/.safetensors/.npz) or a `.msgpack` params file."""
-    return describe(*read_checkpoint(path, layout))
+def describe_file(path: str | Path, layout: Optional[str] = None, use_ema: bool = False) -> CheckpointInfo:
+    """`describe` for a checkpoint file (.pth/.pth.tar/.pt/.bin/.ckpt/.safetensors/.npz) or a `.msgpack`
+    params file, with the weight sets it holds, the one read and any wrapper prefix stripped."""
+    read = read_checkpoint(path, layout, use_ema)
+    info = describe(read.state_dict, read.layout)
+    info.weight_set, info.weight_sets, info.prefix = read.weight_set, read.weight_sets, read.prefix
+    return info

@@ -13,74 +13,151 @@ from __future__ import annotations
 
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 import numpy as np
 
-# Keys under which training scripts nest the weights (Microsoft's official Swin uses `model`).
-WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "module")
-TORCH_SUFFIXES = (".pth", ".pt", ".bin")
-TENSOR_SUFFIXES = TORCH_SUFFIXES + (".safetensors", ".npz")  # flat {key: tensor} files
+# Keys under which training scripts nest their weights, in the order timm's `load_state_dict`
+# tries them: EMA weights first when they are asked for, then the model's (timm and mm* save
+# `state_dict`, Microsoft's Swin, DeiT and MAE `model`), then other scripts' names.
+EMA_WEIGHT_SETS = ("state_dict_ema", "model_ema")
+WEIGHT_SETS = ("state_dict", "model", "model_state_dict", "module")
+# Wrappers whose attribute name prefixes every key: DDP / DataParallel and torch.compile.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+# torch files: timm's training output is `.pth.tar` (suffix `.tar`), Lightning's `.ckpt`
+TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".tar", ".ckpt")
+TENSOR_SUFFIXES = TORCH_SUFFIXES + (".safetensors", ".npz")  # flat {key: tensor} files, or torch containers
 PARAMS_SUFFIX = ".msgpack"  # swin_jax / Flax params pytree
 
 
-def read_state_dict(path: str | Path) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint file's weights as read: flat tensors under the layout's keys, and what was
+    chosen on the way (`read_checkpoint`)."""
+
+    state_dict: dict[str, Any]
+    layout: str
+    weight_set: str = ""  # the container key read (`state_dict`, `state_dict_ema`, `model`, ...); "" for a flat file
+    weight_sets: tuple[str, ...] = ()  # every weight set the file holds
+    prefix: str = ""  # the wrapper prefix stripped from every key ("" for none)
+
+    def describe_choice(self) -> str:
+        """What was read, for messages: `state_dict_ema, prefix 'module.' stripped`."""
+        parts = [self.weight_set] if self.weight_set else []
+        parts += [f"prefix {self.prefix!r} stripped"] if self.prefix else []
+        return ", ".join(parts)
+
+
+def _tensor_like(value: Any) -> bool:
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def weight_sets(obj: Any) -> tuple[str, ...]:
+    """The known weight-set keys of a loaded container whose values are dicts of tensors."""
+    if not isinstance(obj, Mapping):
+        return ()
+    return tuple(k for k in EMA_WEIGHT_SETS + WEIGHT_SETS
+                 if isinstance(obj.get(k), Mapping) and obj[k] and any(map(_tensor_like, obj[k].values())))
+
+
+def select_weights(obj: Any, path: str | Path, use_ema: bool = False) -> tuple[str, dict[str, Any]]:
+    """(weight-set key, flat tensors) of a loaded file, picked as timm's `load_state_dict` does:
+    with `use_ema`, `state_dict_ema` or `model_ema`; else `state_dict`, `model`,
+    `model_state_dict`, `module`; a flat dict of tensors is its own weights. Containers nested
+    in a weight set (`{'model': {'state_dict': ...}}`) are opened too."""
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors")
+    chosen: list[str] = []
+    while not all(map(_tensor_like, obj.values())) or (use_ema and not chosen):
+        sets = weight_sets(obj)
+        ema = [k for k in sets if k in EMA_WEIGHT_SETS]
+        if use_ema and not chosen:
+            if not ema:
+                held = f"it holds {', '.join(sets)}" if sets else "it is a plain state_dict"
+                raise ValueError(f"{path} holds no EMA weights ({' / '.join(EMA_WEIGHT_SETS)}) to read with "
+                                 f"use_ema / --use-ema: {held}")
+            key = ema[0]
+        elif [k for k in sets if k not in EMA_WEIGHT_SETS]:
+            key = next(k for k in sets if k not in EMA_WEIGHT_SETS)
+        elif ema and not chosen:
+            raise ValueError(f"{path} holds only EMA weights ({', '.join(ema)}): read them with use_ema=True / "
+                             f"--use-ema")
+        else:
+            others = sorted(str(k) for k, v in obj.items() if not _tensor_like(v))
+            raise ValueError(f"{path} holds no state_dict of tensors: {len(others)} of its {len(obj)} entries are "
+                             f"not tensors ({', '.join(others[:6])}{', ...' if len(others) > 6 else ''}) and none "
+                             f"of them is a weight set ({', '.join(EMA_WEIGHT_SETS + WEIGHT_SETS)})")
+        chosen.append(key)
+        obj = obj[key]
+    if not obj:
+        raise ValueError(f"{path} holds no tensors")
+    return ".".join(chosen), dict(obj)
+
+
+def read_state_dict(path: str | Path, use_ema: bool = False) -> dict[str, Any]:
     """Read a checkpoint file into a flat {key: tensor} dict (numpy arrays, or torch tensors for
-    torch files, read with `weights_only=True`). A truncated or corrupted file raises a
-    ValueError that says so."""
-    path = Path(path)
+    torch files). A torch file's weights are picked from its container as timm picks them
+    (`select_weights`; EMA weights with `use_ema`); nothing in its pickle is run
+    (`swin_jax.torch_pickle`). A truncated or corrupted file raises a ValueError that says so."""
+    return _read_weights(Path(path), use_ema)[1]
+
+
+def _read_weights(path: Path, use_ema: bool) -> tuple[str, dict[str, Any], tuple[str, ...]]:
+    """(weight set, flat tensors, every weight set) of a tensor file."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
     suffix = path.suffix.lower()
     if suffix not in TENSOR_SUFFIXES:
-        raise ValueError(f"unsupported checkpoint type {suffix!r} ({path}); use {', '.join(TENSOR_SUFFIXES)}")
+        raise ValueError(f"unsupported checkpoint type {suffix!r} ({path}); use {', '.join(TENSOR_SUFFIXES)} "
+                         f"(timm's training output .pth.tar included)")
     if suffix in TORCH_SUFFIXES:
         obj = _torch_load(path)
-    else:
-        try:
-            if suffix == ".safetensors":
-                from safetensors.numpy import load_file
+        name, tensors = select_weights(obj, path, use_ema)
+        return name, tensors, weight_sets(obj)
+    try:
+        if suffix == ".safetensors":
+            from safetensors.numpy import load_file
 
-                return dict(load_file(str(path)))
+            tensors = dict(load_file(str(path)))
+        else:
             with np.load(path, allow_pickle=False) as archive:
-                return {k: archive[k] for k in archive.files}
-        except Exception as err:  # each reader fails its own way on a damaged file
-            raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
-                             f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
-    while isinstance(obj, dict):
-        nested = [k for k in WRAPPER_KEYS if isinstance(obj.get(k), dict)]
-        if not nested:
-            break
-        obj = obj[nested[0]]
-    if not isinstance(obj, dict) or not all(hasattr(v, "shape") for v in obj.values()):
-        raise ValueError(f"{path} holds no state_dict of tensors")
-    return dict(obj)
+                tensors = {k: archive[k] for k in archive.files}
+    except Exception as err:  # each reader fails its own way on a damaged file
+        raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
+    if use_ema:
+        raise ValueError(f"{path} holds no EMA weights to read with use_ema / --use-ema: a {suffix} file holds "
+                         f"one flat set of tensors")
+    return "", tensors, ()
 
 
 def _torch_load(path: Path) -> Any:
-    """`torch.load(weights_only=True)` of a file; one that torch cannot read raises a ValueError
+    """The object a torch file holds, read by torch's weights-only loader with the globals it
+    names decided by name (`swin_jax.torch_pickle`). A file torch cannot read raises a ValueError
     naming the file, with torch's reason but not its advice to load with `weights_only=False`."""
-    import torch
+    from swin_jax.torch_pickle import load_torch_file
 
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:
+    def fail(err: Exception) -> ValueError:
         text = str(err)
         # torch's weights-only unpickler puts its reason after that marker, below the advice
         detail = text.split("WeightsUnpickler error:", 1)[-1]
         reason = next((line.strip() for line in detail.splitlines() if line.strip()), "")
         reason = reason.split(". ")[0][:200]  # the first sentence: what follows is advice
-        advice = "weights_only" in text
-        if "weights_only" in reason or "safe_globals" in reason:
+        if "weights_only" in reason:
             reason = ""
-        problem, hint = "the file is truncated or corrupted", ""
-        if reason.startswith("Unsupported global"):  # a whole training checkpoint, say
-            problem, hint = "it holds objects other than tensors and plain containers", "; save its state_dict alone"
+        problem = "the file is truncated or corrupted"
+        if reason.startswith(("Can only", "Trying to call reduce", "Unsupported")):
+            problem = "it holds an object that torch's weights-only loader cannot rebuild"
+            reason = reason.replace(" via `add_safe_globals`", "")
         reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
         # the chained error's text would repeat torch's advice under ours
-        raise ValueError(f"cannot read {path} as a PyTorch checkpoint: {problem} ({reason}){hint}") \
-            from (None if advice else err)
+        error = ValueError(f"cannot read {path} as a PyTorch checkpoint: {problem} ({reason})")
+        error.__cause__ = None if "weights_only" in text else err
+        return error
+
+    return load_torch_file(path, fail)
 
 
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], Any]) -> Path:
@@ -139,11 +216,54 @@ def write_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> Path:
     raise ValueError(f"cannot write {suffix!r} files ({path}); use .safetensors or .npz")
 
 
-def read_checkpoint(path: str | Path, layout: Optional[str] = None) -> tuple[dict[str, Any], str]:
-    """Any checkpoint file as (flat tensors, layout name): a `.msgpack` params file comes back in
-    the timm layout; other files keep their keys, and their layout is detected unless given.
-    Pretrained weights' names (`architecture.tag`, `hf-hub:ORG/REPO`) read their file from the
-    Hugging Face cache, fetched there first if needed (`swin_jax.hub`)."""
+def _wrapper_prefixes(keys: list[str]) -> list[str]:
+    """Prefixes every key shares that a wrapper may have added, most specific first: chains of
+    `module.` / `_orig_mod.` (DDP, torch.compile, in either order), else one common first name
+    (Lightning's `model.`)."""
+    out = []
+    prefix, rest = "", keys
+    while rest and (first := rest[0].split(".", 1)[0] + ".") in WRAPPER_PREFIXES and \
+            all(k.startswith(first) for k in rest):
+        prefix += first
+        rest = [k[len(first):] for k in rest]
+        out.insert(0, prefix)
+    if not out and keys and "." in keys[0]:
+        first = keys[0].split(".", 1)[0] + "."
+        if all(k.startswith(first) for k in keys):
+            out.append(first)
+    return out
+
+
+def _fits(keys: list[str], layout: Optional[str]) -> bool:
+    from swin_jax.layouts import get_layout, layout_of_keys
+
+    return layout_of_keys(keys) is not None if layout is None else get_layout(layout).matches(keys)
+
+
+def strip_wrapper_prefix(state_dict: dict[str, Any], layout: Optional[str] = None) -> tuple[dict[str, Any], str]:
+    """(state_dict, stripped prefix): keys that fit no layout (or not `layout`) as they are lose
+    the wrapper prefix that makes them fit (`module.`, `_orig_mod.`, both, or one common prefix
+    such as Lightning's `model.`); keys that fit stay as they are (an mmseg file's `backbone.`
+    belongs to its layout)."""
+    keys = list(state_dict)
+    if _fits(keys, layout):
+        return state_dict, ""
+    for prefix in _wrapper_prefixes(keys):
+        stripped = {k[len(prefix):]: v for k, v in state_dict.items()}
+        if _fits(list(stripped), layout):
+            return stripped, prefix
+    return state_dict, ""
+
+
+def read_checkpoint(path: str | Path, layout: Optional[str] = None, use_ema: bool = False) -> Checkpoint:
+    """Any checkpoint file as a `Checkpoint`: flat tensors, their layout and what was chosen.
+
+    A `.msgpack` params file comes back in the timm layout. Other files keep their keys, less a
+    wrapper prefix that no layout has (`strip_wrapper_prefix`), and their layout is detected
+    unless given. A torch file's weight set is picked as timm picks it (`select_weights`; EMA
+    weights only with `use_ema`). Pretrained weights' names (`architecture.tag`,
+    `hf-hub:ORG/REPO`) read their file from the Hugging Face cache, fetched there first if needed
+    (`swin_jax.hub`)."""
     from swin_jax.hub import checkpoint_path
     from swin_jax.layouts import detect_layout
 
@@ -152,18 +272,23 @@ def read_checkpoint(path: str | Path, layout: Optional[str] = None) -> tuple[dic
     if Path(path).suffix.lower() == PARAMS_SUFFIX:
         from swin_jax.convert import params_as_timm
 
-        return params_as_timm(read_params(path)), "timm"
-    state_dict = read_state_dict(path)
-    return state_dict, layout or detect_layout(list(state_dict))
+        if use_ema:
+            raise ValueError(f"{path} holds no EMA weights to read with use_ema / --use-ema: a swin_jax params file "
+                             f"holds one set")
+        return Checkpoint(params_as_timm(read_params(path)), "timm")
+    weight_set, state_dict, sets = _read_weights(Path(path), use_ema)
+    state_dict, prefix = strip_wrapper_prefix(state_dict, layout)
+    return Checkpoint(state_dict, layout or detect_layout(list(state_dict)), weight_set, sets, prefix)
 
 
-def load_checkpoint(model: Any, path: str | Path, layout: Optional[str] = None) -> dict:
+def load_checkpoint(model: Any, path: str | Path, layout: Optional[str] = None, use_ema: bool = False) -> dict:
     """Read a checkpoint file in any known layout, or a `.msgpack` params file, into `model`'s
-    params; position embeddings and bias tables are resized to the model if needed."""
+    params; position embeddings and bias tables are resized to the model if needed. A training
+    checkpoint's EMA weights are read with `use_ema`, its model weights without."""
     from swin_jax.convert import from_torch
 
-    state_dict, layout = read_checkpoint(path, layout)
-    return from_torch(model, state_dict, layout)
+    checkpoint = read_checkpoint(path, layout, use_ema)
+    return from_torch(model, checkpoint.state_dict, checkpoint.layout)
 
 
 def save_checkpoint(model: Any, params: Any, path: str | Path, layout: str = "timm") -> Path:

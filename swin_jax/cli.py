@@ -24,7 +24,7 @@ def _parity(args: argparse.Namespace) -> int:
 
     report = check_parity(
         args.model, checkpoint=args.checkpoint, img_size=args.img_size, reference=args.reference,
-        seed=args.seed, batch=args.batch, tolerance=args.tolerance, layout=args.layout,
+        seed=args.seed, batch=args.batch, tolerance=args.tolerance, layout=args.layout, use_ema=args.use_ema,
     )
     print(report.table())
     return 0 if report.passed else 1
@@ -33,10 +33,10 @@ def _parity(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     import jax
 
-    from swin_jax.checkpoint_io import (PARAMS_SUFFIX, TENSOR_SUFFIXES, read_params, read_state_dict, write_params,
+    from swin_jax.checkpoint_io import (PARAMS_SUFFIX, TENSOR_SUFFIXES, read_checkpoint, read_params, write_params,
                                         write_tensors)
     from swin_jax.configs import MODEL_CONFIGS, get_config
-    from swin_jax.convert import detect_layout, from_torch, infer_num_classes, params_as_timm, to_torch
+    from swin_jax.convert import from_torch, infer_num_classes, params_as_timm, to_torch
     from swin_jax.models import create_model
 
     from swin_jax.hub import checkpoint_path
@@ -53,6 +53,8 @@ def _convert(args: argparse.Namespace) -> int:
     size = src.stat().st_size / 2**20 if src.is_file() else 0
     print(f"reading {src} ({size:,.1f} MiB)", file=sys.stderr)
     if src.suffix.lower() == PARAMS_SUFFIX:
+        if args.use_ema:
+            raise ValueError(f"{src} holds no EMA weights to read with --use-ema: a swin_jax params file holds one set")
         params = read_params(src)
         in_layout = "swin_jax params"
         as_timm = params_as_timm(params)
@@ -60,9 +62,11 @@ def _convert(args: argparse.Namespace) -> int:
         model = create_model(args.model, num_classes=num_classes, **_overrides(args))
         from_torch(model, as_timm)  # checks every key and shape against the model
     else:
-        state = read_state_dict(src)
-        in_layout = args.in_layout or (args.layout if dst.suffix.lower() == PARAMS_SUFFIX else None) \
-            or detect_layout(list(state))
+        read = read_checkpoint(src, args.in_layout or (args.layout if dst.suffix.lower() == PARAMS_SUFFIX else None),
+                               use_ema=args.use_ema)
+        state, in_layout = read.state_dict, read.layout
+        if read.describe_choice():
+            print(f"read {read.describe_choice()}", file=sys.stderr)
         num_classes = infer_num_classes(state, config_cls, in_layout)
         model = create_model(args.model, num_classes=num_classes, **_overrides(args))
         params = from_torch(model, state, in_layout, progress=True)
@@ -86,7 +90,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
     path = checkpoint_path(args.file)
     print(f"file        {path} ({path.stat().st_size / 2**20:,.1f} MiB)" if path.is_file() else f"file        {path}")
-    print(describe_file(path, args.layout).summary())
+    print(describe_file(path, args.layout, args.use_ema).summary())
     return 0
 
 
@@ -142,7 +146,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from swin_jax.predict import predict
 
-    results = predict(args.images, args.model, top=args.top, batch=args.batch, progress=True)
+    results = predict(args.images, args.model, top=args.top, batch=args.batch, progress=True, use_ema=args.use_ema)
     if args.json:
         print(json.dumps([r.as_dict() for r in results], indent=2))
         return 0
@@ -172,13 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
         "parity", help="compare swin_jax with PyTorch, per stage/block and on the logits",
         description="Build MODEL in swin_jax and in PyTorch with the same weights (random at O(1) scale, "
                     "or a checkpoint in any layout), run both on the same images and print the differences. "
-                    "Exits 1 when the largest relative difference is above the tolerance.",
+                    "Exit status: 0 PASS; 1 FAIL: a relative difference above the tolerance, a NaN or inf in "
+                    "any output on either side, or an output one side did not return or returned in another "
+                    "shape; 2 an error (a bad file or argument): nothing was compared.",
     )
     parity.add_argument("model", help="registered model name, e.g. swin_tiny_patch4_window7_224")
-    parity.add_argument("--checkpoint", help="checkpoint file: .pth/.pt/.bin/.safetensors/.npz/.msgpack, or "
+    parity.add_argument("--checkpoint", help="checkpoint file: .pth/.pth.tar/.pt/.bin/.ckpt/.safetensors/.npz/.msgpack, or "
                                              "pretrained weights' name: architecture.tag or hf-hub:ORG/REPO "
                                              "(default: random weights)")
     parity.add_argument("--layout", help=f"layout of the checkpoint (default: detected): {layouts}")
+    parity.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
     parity.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="image size (default: the model's)")
     parity.add_argument("--reference", choices=("ref", "timm"), default="ref",
                         help="PyTorch side: our swin_torch_ref (default) or timm")
@@ -190,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     convert = commands.add_parser(
         "convert", help="convert weights between PyTorch layouts and swin_jax params",
-        description="The direction follows the file types: a PyTorch-side file (.pth/.pt/.bin/.safetensors/.npz) "
+        description="The direction follows the file types: a PyTorch-side file (.pth/.pth.tar/.pt/.bin/.ckpt/.safetensors/.npz) "
                     "to .msgpack imports into swin_jax; .msgpack to .safetensors/.npz exports; a PyTorch-side "
                     "file to .safetensors/.npz converts between layouts. The output is written to a temporary "
                     "file and renamed, so it is never left half-written.",
@@ -202,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--layout", help=f"the PyTorch-side layout: of INPUT when importing (default: detected), "
                                           f"of OUTPUT otherwise (default: timm; vit_jax for a ViT .npz): {layouts}")
     convert.add_argument("--in-layout", help="force the input's layout when converting between two PyTorch-side files")
+    convert.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
     convert.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
                          help="build the model for this image size (position embeddings / bias tables resized)")
     convert.add_argument("--window-size", type=int, help="Swin window size of the model (bias tables resized)")
@@ -220,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     predict.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    predict.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
     predict.set_defaults(run=_predict)
 
     commands.add_parser("train", help="train or fine-tune with optax (see `swin-jax train --help`)", add_help=False)
@@ -295,9 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(validate)
 
     inspect = commands.add_parser("inspect", help="show a checkpoint's layout, family, config and size")
-    inspect.add_argument("file", help=".pth/.pt/.bin/.safetensors/.npz checkpoint, .msgpack params file, or "
+    inspect.add_argument("file", help=".pth/.pth.tar/.pt/.bin/.ckpt/.safetensors/.npz checkpoint, .msgpack params file, or "
                                       "pretrained weights' name (architecture.tag, hf-hub:ORG/REPO)")
     inspect.add_argument("--layout", help=f"force the layout (default: detected): {layouts}")
+    inspect.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
     inspect.set_defaults(run=_inspect)
     return parser
 
@@ -313,7 +323,7 @@ def _short(err: Exception, args: argparse.Namespace) -> str:
             try:
                 from swin_jax.checkpoint_info import describe_file
 
-                info = describe_file(source)
+                info = describe_file(source, use_ema=getattr(args, "use_ema", False))
                 fits = ", ".join(info.matches) or f"a custom {info.family} ({info.config})"
                 lines[0] += f"; the file holds {fits}"
             except Exception:  # the hint is a courtesy; the mismatch is the error

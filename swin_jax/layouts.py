@@ -247,6 +247,10 @@ class Layout:
     # option the layout's library does not have: exporting it would write keys nothing reads)
     passthrough: bool = False
 
+    def matches(self, keys: Sequence[str]) -> bool:
+        """Whether some key carries this layout's signature."""
+        return any(re.search(self.signature, k) for k in keys)
+
     def families(self) -> tuple[str, ...]:
         return tuple(self.rules)
 
@@ -689,11 +693,16 @@ def detect_family(layout: str | Layout, keys: Sequence[str]) -> Optional[str]:
     return None
 
 
+def layout_of_keys(keys: Sequence[str]) -> Optional[str]:
+    """The name of the first layout whose signature one of the keys carries, None if none."""
+    return next((name for name, layout in LAYOUTS.items() if layout.matches(keys)), None)
+
+
 def detect_layout(keys: Sequence[str]) -> str:
     """The name of the first layout whose signature one of the checkpoint's keys carries."""
-    for name, layout in LAYOUTS.items():
-        if any(re.search(layout.signature, k) for k in keys):
-            return name
+    found = layout_of_keys(keys)
+    if found is not None:
+        return found
     sample = ", ".join(sorted(keys)[:4])
     raise ValueError(f"cannot tell the checkpoint's layout from its {len(keys)} keys ({sample}, ...); "
                      f"pass --layout / layout= one of {', '.join(LAYOUTS)}")

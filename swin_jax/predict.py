@@ -58,11 +58,11 @@ def prepare(img: Any, size: tuple[int, int], data: Any) -> np.ndarray:
 
 
 def predict(images: Sequence[str | Path], name: str, top: int = 5, batch: int = 16,
-            cache_dir: Optional[str | Path] = None, progress: bool = False) -> list[Prediction]:
+            cache_dir: Optional[str | Path] = None, progress: bool = False, use_ema: bool = False) -> list[Prediction]:
     """The `top` classes of each image, with probabilities (softmax of the logits) and, for
     ImageNet classifiers, the class names. `name` is pretrained weights' name as in
     `swin_jax.load_pretrained`; every image is read before the model is loaded, so an
-    unreadable one fails first."""
+    unreadable one fails first. `use_ema`: a training checkpoint's EMA weights."""
     import jax
     import jax.numpy as jnp
 
@@ -70,10 +70,10 @@ def predict(images: Sequence[str | Path], name: str, top: int = 5, batch: int = 
     from swin_jax.labels import class_names, synsets
 
     pictures = [read_rgb(path) for path in images]
-    resolved = resolve_pretrained(name, cache_dir)
+    resolved = resolve_pretrained(name, cache_dir, use_ema=use_ema)
     if resolved.num_classes <= 0:
         raise ValueError(f"{name} has no classifier (a feature extractor): nothing to predict")
-    model, params = load_pretrained(name, cache_dir=cache_dir, progress=progress)
+    model, params = load_pretrained(name, cache_dir=cache_dir, progress=progress, use_ema=use_ema)
     inputs = np.stack([prepare(img, model.config.img_size, resolved.data) for img in pictures])
     forward = jax.jit(lambda p, x: jax.nn.softmax(model.apply({"params": p}, x).astype(jnp.float32), axis=-1))
     with jax.default_matmul_precision("highest"):

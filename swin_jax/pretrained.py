@@ -25,7 +25,7 @@ from typing import Any, Optional
 from swin_jax.configs import LABEL_SETS, MODEL_CONFIGS, DataConfig, get_data_config, split_model_name
 from swin_jax.hub import HUB_PREFIX, optional_json, parse_hub_name, weights_file
 
-CONVERTED_FORMAT = 1  # bump when the params a checkpoint converts to change
+CONVERTED_FORMAT = 2  # bump when the params a checkpoint converts to change
 
 @dataclass(frozen=True)
 class ResolvedWeights:
@@ -50,12 +50,13 @@ def _timm_data_config(architecture: str, pretrained_cfg: dict) -> DataConfig:
     return get_data_config(architecture, **{k: pretrained_cfg.get(k) for k in keys})
 
 
-def _read_weights(path: Path, repo: str) -> tuple[dict, str]:
+def _read_weights(path: Path, repo: str, use_ema: bool = False) -> tuple[dict, str]:
     """The checkpoint's tensors and layout; a damaged file says which cached file to fetch again."""
     from swin_jax.checkpoint_io import read_checkpoint
 
     try:
-        return read_checkpoint(path)
+        read = read_checkpoint(path, use_ema=use_ema)
+        return read.state_dict, read.layout
     except ValueError as err:
         if "truncated or corrupted" not in str(err):
             raise
@@ -66,7 +67,7 @@ def _read_weights(path: Path, repo: str) -> tuple[dict, str]:
 
 
 def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
-                       architecture: Optional[str] = None) -> ResolvedWeights:
+                       architecture: Optional[str] = None, use_ema: bool = False) -> ResolvedWeights:
     """Find pretrained weights (fetching them into the cache if needed) and what they are.
 
     For timm's names everything comes from the registry. For `hf-hub:` repositories the model is
@@ -93,7 +94,7 @@ def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
     from swin_jax.checkpoint_info import describe
     from swin_jax.convert import infer_num_classes
 
-    state, layout = _read_weights(path, weights.repo_id)
+    state, layout = _read_weights(path, weights.repo_id, use_ema)
     info = describe(state, layout)
     if architecture is None:
         if not info.matches:
@@ -120,17 +121,19 @@ def _digest(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, default=repr).encode()).hexdigest()[:16]
 
 
-def converted_path(resolved: ResolvedWeights, config: Any) -> Path:
+def converted_path(resolved: ResolvedWeights, config: Any, use_ema: bool = False) -> Path:
     """The cached params file for `resolved` loaded into a model of `config`. The name changes
     with the source file (its resolved path, size and modification time: the Hub cache keeps
-    each version under its content hash) and with the config."""
+    each version under its content hash), with the weight set asked for (EMA or not: the wrapper
+    prefix stripped, if any, follows from the file) and with the config."""
     real = os.path.realpath(resolved.path)
     stat = os.stat(real)
     source = _digest([real, stat.st_size, stat.st_mtime_ns, CONVERTED_FORMAT])
     folder = resolved.name.replace(HUB_PREFIX, "hf-hub--").replace("/", "--").replace("@", "--")
     # how the ops compute (kernels, remat) does not change the params
     weights_config = dataclasses.replace(config, kernels=type(config.kernels)(), remat="none")
-    return converted_cache_dir() / folder / f"{_digest(repr(weights_config))}-{source}.msgpack"
+    weights = _digest([repr(weights_config), "ema" if use_ema else "model"])  # stale files are those of other sources
+    return converted_cache_dir() / folder / f"{weights}-{source}.msgpack"
 
 
 def _say(progress: bool, message: str) -> None:
@@ -140,7 +143,7 @@ def _say(progress: bool, message: str) -> None:
 
 def load_pretrained(name: str, *, dtype: Any = None, cache_dir: Optional[str | Path] = None,
                     architecture: Optional[str] = None, seed: int = 0, progress: bool = True,
-                    **overrides: Any) -> tuple[Any, dict]:
+                    use_ema: bool = False, **overrides: Any) -> tuple[Any, dict]:
     """Build a model and load pretrained weights into it: `(model, params)`.
 
     `name`: `architecture.tag` (timm's names, `swin_jax.list_pretrained()`), a bare architecture
@@ -149,7 +152,8 @@ def load_pretrained(name: str, *, dtype: Any = None, cache_dir: Optional[str | P
     timm does; a `num_classes` other than the weights' gets a new classifier, drawn with `seed`
     (0 for none). `dtype` is the compute dtype (default float32). `cache_dir` is the Hugging
     Face cache to use (default: huggingface_hub's). The converted params are cached (see
-    `converted_path`), so the second call only reads them."""
+    `converted_path`), so the second call only reads them. `use_ema` reads a training
+    checkpoint's EMA weights (`state_dict_ema` / `model_ema`) instead of its model weights."""
     import jax
     import jax.numpy as jnp
 
@@ -157,11 +161,11 @@ def load_pretrained(name: str, *, dtype: Any = None, cache_dir: Optional[str | P
     from swin_jax.convert import from_torch
     from swin_jax.models import create_model, fit_head
 
-    resolved = resolve_pretrained(name, cache_dir, architecture)
+    resolved = resolve_pretrained(name, cache_dir, architecture, use_ema)
     num_classes = overrides.pop("num_classes", resolved.num_classes)
     source = create_model(resolved.architecture, dtype=dtype or jnp.float32,
                           **{**resolved.model_args, **overrides, "num_classes": resolved.num_classes})
-    cached = converted_path(resolved, source.config)
+    cached = converted_path(resolved, source.config, use_ema)
     params = None
     if cached.is_file():
         try:
@@ -170,7 +174,7 @@ def load_pretrained(name: str, *, dtype: Any = None, cache_dir: Optional[str | P
         except ValueError as err:
             _say(progress, f"{name}: {err}; converting again")
     if params is None:
-        state, layout = _read_weights(resolved.path, resolved.repo_id)
+        state, layout = _read_weights(resolved.path, resolved.repo_id, use_ema)
         _say(progress, f"{name}: converting {resolved.path} ({layout} layout) for {resolved.architecture}")
         params = from_torch(source, state, layout, progress=progress)
         write_params(params, cached)

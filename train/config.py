@@ -57,6 +57,7 @@ class TrainConfig:
     keep: int = 3
     resume: bool = False
     init: Optional[str] = None  # checkpoint to fine-tune from: a file in any layout, or architecture.tag / hf-hub:ORG/REPO
+    init_use_ema: bool = False  # --init's EMA weights (state_dict_ema / model_ema) instead of its model weights
     max_steps: int = 0  # stop after this many steps (tests, debugging); 0: run all epochs
     export: bool = True  # write the final weights as a timm-layout .safetensors and check them in PyTorch
     coordinator: Optional[str] = None  # multi-host: "host:port" of process 0

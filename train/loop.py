@@ -164,15 +164,17 @@ def initial_params(cfg: TrainConfig, model: Any, log: Any) -> Any:
     from swin_jax.checkpoint_io import read_checkpoint
     from swin_jax.convert import from_torch, infer_num_classes
 
-    state, layout = read_checkpoint(cfg.init)
+    read = read_checkpoint(cfg.init, use_ema=cfg.init_use_ema)
+    state, layout = read.state_dict, read.layout
+    chosen = f", {read.describe_choice()}" if read.describe_choice() else ""
     classes = infer_num_classes(state, type(model.config), layout)
     source = model.clone(config=dataclasses.replace(model.config, num_classes=classes))
     loaded = dict(from_torch(source, state, layout))
     if classes != model.config.num_classes:
         loaded = swin_jax.fit_head(model, loaded, cfg.seed)
-        log(f"init: {cfg.init} ({layout} layout, {classes} classes); new {model.config.num_classes}-class head")
+        log(f"init: {cfg.init} ({layout} layout{chosen}, {classes} classes); new {model.config.num_classes}-class head")
     else:
-        log(f"init: {cfg.init} ({layout} layout)")
+        log(f"init: {cfg.init} ({layout} layout{chosen})")
     return loaded
 
 

@@ -17,11 +17,12 @@ import numpy as np
 def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch_size: int = 64,
              workers: Optional[int] = None, img_size: Optional[Sequence[int]] = None, crop_pct: Optional[float] = None,
              interpolation: Optional[str] = None, layout: Optional[str] = None, on_bad_image: str = "error",
-             model_args: Optional[dict] = None, log: Callable[[str], Any] = print) -> dict:
+             model_args: Optional[dict] = None, use_ema: bool = False, log: Callable[[str], Any] = print) -> dict:
     """Evaluate `checkpoint` (any layout the converters read, or a swin_jax .msgpack) as model
     `model_name` on the ImageFolder `data` (`data/<class>/<image>`, classes in timm's natural
     order: label i is the i-th folder). Returns top1 / top5 (percent), mean cross-entropy, the
-    image count and per-image rows (file, label, top-5 classes, their probabilities)."""
+    image count and per-image rows (file, label, top-5 classes, their probabilities). A training
+    checkpoint's EMA weights are evaluated with `use_ema`."""
     import jax
     import jax.numpy as jnp
     import optax
@@ -35,7 +36,8 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     from train.loop import prepare_images
     from train.pipeline import BatchPlan, Batches, EvalTransform, default_workers, host_batches
 
-    state, layout = read_checkpoint(checkpoint, layout)
+    read = read_checkpoint(checkpoint, layout, use_ema)
+    state, layout = read.state_dict, read.layout
     num_classes = infer_num_classes(state, MODEL_CONFIGS[model_name][0], layout)
     if num_classes == 0:
         raise ValueError(f"{checkpoint} has no classifier head: there is nothing to validate")
@@ -52,7 +54,8 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
             f"folder i is scored as class i")
     d = swin_jax.get_data_config(model_name, crop_pct=crop_pct, interpolation=interpolation)
     size = model.config.img_size
-    log(f"validating {model_name} ({num_classes} classes, {layout} layout) on {len(split)} images of {data}: "
+    chosen = f", {read.describe_choice()}" if read.describe_choice() else ""
+    log(f"validating {model_name} ({num_classes} classes, {layout} layout{chosen}) on {len(split)} images of {data}: "
         f"{size[0]}x{size[1]}, crop_pct {d.crop_pct}, {d.interpolation}, mean {d.mean}, std {d.std}")
 
     topk = min(5, num_classes)
@@ -114,7 +117,9 @@ def write_predictions(result: dict, path: str | Path) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `swin-jax validate` flags."""
     parser.add_argument("model", help="registered model name, e.g. swin_tiny_patch4_window7_224")
-    parser.add_argument("--checkpoint", required=True, help="weights: .pth/.pt/.bin/.safetensors/.npz/.msgpack")
+    parser.add_argument("--checkpoint", required=True,
+                        help="weights: .pth/.pth.tar/.pt/.bin/.ckpt/.safetensors/.npz/.msgpack")
+    parser.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
     parser.add_argument("--data", required=True, help="ImageFolder root: DATA/<class>/<image> (classes in natural order)")
     parser.add_argument("--layout", help="layout of the checkpoint (default: detected)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -141,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         model_args[key] = _value(text)
     result = validate(args.model, args.checkpoint, args.data, batch_size=args.batch_size, workers=args.workers,
                       img_size=args.img_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
-                      layout=args.layout, on_bad_image=args.on_bad_image, model_args=model_args,
+                      layout=args.layout, on_bad_image=args.on_bad_image, model_args=model_args, use_ema=args.use_ema,
                       log=lambda m: print(m, file=sys.stderr))
     if args.predictions:
         print(f"wrote {write_predictions(result, args.predictions)}", file=sys.stderr)

@@ -1,0 +1,188 @@
+"""Reading `torch.save` files without running anything in their pickle.
+
+Training scripts save more than tensors: timm an `argparse.Namespace` of its arguments, mm*
+libraries mmengine objects in `meta`, Lightning its hyper-parameters, numpy scalars everywhere.
+`torch.load(weights_only=True)` refuses every class it does not know, and `weights_only=False`
+would run whatever the pickle names. We stay on torch's weights-only loader and tell it, by name
+and without importing anything the file names (an import runs that module's code), what each
+global the file names may become:
+
+- a few harmless types are allowed as themselves (`argparse.Namespace`, as timm allows it; numpy
+  scalars, dtypes and arrays; `datetime` and `pathlib` values);
+- every other class becomes an inert stand-in that only records its arguments and state;
+- a function, or anything from a module that can run commands (`os`, `subprocess`, `builtins`'
+  `eval`, ...), is refused with one error naming it: it is never called.
+
+Names alone decide: a class's name is CapWords by Python's convention (plus a short list of
+lower-case classes); any other lower-case name is taken for a function.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import pathlib
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint's pickle names a function or a module that can run code: it is not read."""
+
+
+# Modules whose every global can run commands or import code: refused whatever the name's case.
+# (Protocol-2 pickles name some by their Python 2 names: `subprocess.Popen` as `commands.Popen`.)
+DANGEROUS_MODULES = frozenset({
+    "os", "posix", "nt", "sys", "subprocess", "commands", "popen2", "shutil", "socket", "importlib", "runpy", "code", "codeop", "pty",
+    "ctypes", "pickle", "_pickle", "marshal", "shelve", "webbrowser", "multiprocessing", "asyncio", "threading",
+    "signal", "builtins", "__builtin__", "io", "_io", "tempfile", "pdb", "timeit", "operator", "functools",
+    "inspect", "types", "copyreg", "torch.hub", "torch.ops", "torch.jit", "torch._C", "pydoc", "zipimport",
+})
+
+
+def _numpy_globals() -> dict[str, Any]:
+    """numpy's pickled scalars, dtypes and arrays, under numpy 1's and numpy 2's module names."""
+    multiarray = getattr(np, "_core", None) or np.core
+    out: dict[str, Any] = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[f"{module}.scalar"] = multiarray.multiarray.scalar
+        out[f"{module}._reconstruct"] = multiarray.multiarray._reconstruct
+    for name in dir(np.dtypes):  # numpy >= 1.25: one DType class per dtype
+        value = getattr(np.dtypes, name)
+        if isinstance(value, type) and issubclass(value, np.dtype):
+            out[f"numpy.dtypes.{name}"] = value
+    return out
+
+
+# Harmless types allowed as themselves: rebuilding them runs no code named by the file.
+HARMLESS: dict[str, Any] = {
+    "argparse.Namespace": argparse.Namespace,
+    "builtins.slice": slice, "builtins.range": range, "builtins.frozenset": frozenset,
+    "datetime.datetime": datetime.datetime, "datetime.date": datetime.date, "datetime.time": datetime.time,
+    "datetime.timedelta": datetime.timedelta, "datetime.timezone": datetime.timezone,
+    "pathlib.Path": pathlib.Path, "pathlib.PosixPath": pathlib.PosixPath,
+    "pathlib.WindowsPath": pathlib.WindowsPath, "pathlib.PurePosixPath": pathlib.PurePosixPath,
+    "pathlib.PureWindowsPath": pathlib.PureWindowsPath,
+    **_numpy_globals(),
+}
+# Lower-case names that are classes (which the CapWords rule would take for functions).
+LOWER_CASE_CLASSES = frozenset({"collections.defaultdict", "collections.deque", "datetime.tzinfo"})
+
+
+class PickledObject(list):
+    """The stand-in for an object of a class the file names: it keeps the arguments and state the
+    pickle gives it and nothing else. A list, so that a pickled list subclass can be appended to."""
+
+    pickled_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "PickledObject":
+        return list.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.pickled_args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self.pickled_state = state
+
+    def __repr__(self) -> str:
+        return f"<{self.pickled_name} from the checkpoint, not rebuilt>"
+
+
+class PickledMapping:
+    """The stand-in for a dict subclass (a yacs CfgNode, an EasyDict): torch's loader fills only
+    plain dicts, so this one's instances are OrderedDicts."""
+
+    pickled_name = "?"
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> collections.OrderedDict:
+        return collections.OrderedDict()
+
+
+def _is_function_name(name: str) -> bool:
+    last = name.rsplit(".", 1)[-1].lstrip("_")
+    return name not in LOWER_CASE_CLASSES and not last[:1].isupper()
+
+
+def _dangerous(name: str) -> bool:
+    module = name.rpartition(".")[0]
+    return any(module == m or module.startswith(m + ".") for m in DANGEROUS_MODULES)
+
+
+def _refusal(path: Path, name: str) -> UnsafeCheckpointError:
+    what = "a function" if _is_function_name(name) else "a class"
+    where = f" of {name.rpartition('.')[0]}, a module that can run commands" if _dangerous(name) else ""
+    return UnsafeCheckpointError(
+        f"refusing to read {path}: its pickle names {name}, {what}{where}, to be called while loading; nothing in "
+        f"the file was run (only tensors and plain objects are read from a checkpoint)")
+
+
+class _Globals:
+    """What each global name the file holds becomes: itself (HARMLESS) or a stand-in class."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, Any] = {}
+
+    def allow(self, name: str, mapping: bool = False) -> None:
+        """Decide `name` by name alone; a function or a dangerous module's global raises."""
+        if "." not in name:  # torch's message drops `builtins.` from builtins' names
+            name = f"builtins.{name}"
+        if name in HARMLESS:
+            self.entries[name] = HARMLESS[name]
+            return
+        if _is_function_name(name) or _dangerous(name):
+            raise _refusal(self.path, name)
+        base = PickledMapping if mapping else PickledObject
+        qualname = f"{base.__name__}[{name}]"
+        self.entries[name] = type(qualname, (base,), {"pickled_name": name, "__qualname__": qualname,
+                                                      "__module__": __name__})
+
+    def name_of(self, text: str) -> str | None:
+        """The global whose stand-in an error message names."""
+        match = re.search(r"Pickled(?:Object|Mapping)\[([^\]]+)\]", text)
+        return match[1] if match else None
+
+    def safe_globals(self) -> list[tuple[Any, str]]:
+        # numpy's DType classes too: a pickled `numpy.dtype(...)` call returns an instance of one
+        dtypes = {k: v for k, v in HARMLESS.items() if k.startswith("numpy.dtypes.")}
+        return [(value, name) for name, value in {**dtypes, **self.entries}.items()]
+
+
+MAX_ATTEMPTS = 64  # each retry teaches the loader one more name; a real file needs a few
+
+
+def load_torch_file(path: str | Path, fail: Callable[[Exception], Exception]) -> Any:
+    """`torch.load(path, weights_only=True)` with the globals the file names decided by name
+    (see the module's docstring). `fail(err)` turns torch's own errors into ours."""
+    import torch
+    from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
+
+    path = Path(path)
+    decided = _Globals(path)
+    try:  # zip files (torch >= 1.6) list their globals without unpickling anything
+        names = get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # a legacy file, or a damaged one: torch's loader names what it meets
+        names = []
+    for name in sorted(names):
+        decided.allow(name)
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            with safe_globals(decided.safe_globals()):
+                return torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as err:
+            text = str(err)
+            unknown = re.search(r"Unsupported global: GLOBAL (\S+) was not an allowed global", text)
+            blocked = re.search(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", text)
+            filled = re.search(r"Can only SETITEMS? for dict", text) and decided.name_of(text)
+            if blocked:
+                raise _refusal(path, blocked[1]) from None
+            if unknown and unknown[1] not in decided.entries:
+                decided.allow(unknown[1])
+            elif filled and not issubclass(decided.entries[filled], PickledMapping):
+                decided.allow(filled, mapping=True)  # a dict subclass: filled as a dict
+            else:
+                raise fail(err)
+    raise ValueError(f"cannot read {path}: its pickle names more than {MAX_ATTEMPTS} classes")
