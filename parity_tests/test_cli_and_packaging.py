@@ -331,13 +331,34 @@ def test_bench_times_the_trainers_step(monkeypatch):
 
 
 def test_bench_times_frameworks_in_turn():
-    """interleaved_times runs A B C A B C ..., and gives each its own times."""
+    """interleaved_times runs A B A B ..., and gives each its own times: each call's wall time,
+    at least the span the call itself read (start to end, inside it) and at most the gap between
+    the calls either side (the call's own span plus the timer's overhead), summing to no more
+    than the whole run's."""
+    import time
+
     from swin_jax.bench import interleaved_times
 
-    calls = []
-    times = interleaved_times([lambda: calls.append("a"), lambda: calls.append("b")], 3)
-    assert calls == ["a", "b"] * 3
-    assert [len(t) for t in times] == [3, 3] and all(x >= 0 for t in times for x in t)
+    spans = []  # (run, start, end) of each call, read inside it
+
+    def run(name, seconds):
+        def call():
+            start = time.perf_counter()
+            time.sleep(seconds)
+            spans.append((name, start, time.perf_counter()))
+        return call
+
+    begin = time.perf_counter()
+    times = interleaved_times([run("a", 0.01), run("b", 0.03)], 3)
+    wall = time.perf_counter() - begin
+    assert [name for name, _, _ in spans] == ["a", "b"] * 3
+    assert [len(t) for t in times] == [3, 3]
+    edges = [begin] + [end for _, _, end in spans]  # before each call: the end of the one before it
+    starts = [start for _, start, _ in spans] + [begin + wall]  # after each call: the next one's start
+    for i, (name, start, end) in enumerate(spans):
+        measured = times[i % 2][i // 2]
+        assert end - start <= measured <= starts[i + 1] - edges[i], (name, i // 2, measured, end - start)
+    assert sum(map(sum, times)) <= wall
 
 
 def test_bench_flop_count_and_gpu_pairing(monkeypatch):

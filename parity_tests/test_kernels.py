@@ -252,8 +252,14 @@ def test_gelu_forms():
         np.testing.assert_allclose(derivative(x), jax.vmap(jax.grad(form))(x), rtol=1e-6, atol=1e-6)
 
 
+# JAX's cuDNN attention, forward and backward: the custom calls a program running it holds
+CUDNN_ATTENTION_CALLS = ("__cudnn$fmhaSoftmax", "__cudnn$fmhaSoftmaxBackward")
+
+
 def _exported(kernel_setting: Kernels, platform: str) -> str:
-    """The StableHLO of a bf16 ViT's parameter gradient, lowered for `platform` on this machine."""
+    """The StableHLO of a bf16 ViT's parameter gradient (2 blocks), lowered for `platform` on this
+    machine. cuDNN's custom calls come with no serialization guarantee, so jax.export refuses them
+    unless told: allowed here, where the program is only read."""
     model = swin_jax.create_model("vit_tiny_patch16_224", img_size=(32, 32), dtype=jnp.bfloat16, depth=2,
                                   kernels=kernel_setting)
     x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)
@@ -261,22 +267,38 @@ def _exported(kernel_setting: Kernels, platform: str) -> str:
     def grads(params, x):
         return jax.grad(lambda p: model.apply({"params": p}, x).astype(jnp.float32).sum())(params)
 
-    return jax.export.export(jax.jit(grads), platforms=[platform])(swin_jax.param_shapes(model), x).mlir_module()
+    allowed = [jax.export.DisabledSafetyCheck.custom_call(target) for target in CUDNN_ATTENTION_CALLS]
+    return jax.export.export(jax.jit(grads), platforms=[platform], disabled_checks=allowed)(
+        swin_jax.param_shapes(model), x).mlir_module()
 
 
-def test_auto_follows_the_platform_the_computation_is_placed_on():
+def test_auto_follows_the_platform_the_computation_is_placed_on(monkeypatch):
     """One program, lowered for the CPU and for a CUDA GPU on this machine (whose default backend
     is the CPU: the same question a CPU computation on a GPU host asks): each gets its platform's
     choices, not the default backend's. The GPU's fused attention is simulated with JAX's XLA
-    implementation (`attention_on_gpu="jax"`): cuDNN cannot even be traced without a GPU."""
+    implementation (`attention_on_gpu="jax"`): cuDNN cannot even be traced without a GPU. The
+    default setting (cuDNN on GPUs): where this process has a GPU cuDNN runs on, the CUDA program
+    runs cuDNN's attention in every block; where it has none (or told it has none), no fused
+    attention at all, the custom_vjp core."""
     setting = Kernels(attention_on_gpu="jax")
     cpu, gpu = _exported(setting, "cpu"), _exported(setting, "cuda")
     erf = lambda text: len(re.findall(r"chlo\.erf\b", text))
     assert "fused_attention_jax" in gpu and "fused_attention_jax" not in cpu  # attention
     assert erf(gpu) > 0 and erf(cpu) == 0  # GELU: erf form on GPUs only
     assert "optimization_barrier" in gpu and "optimization_barrier" not in cpu  # materialize
-    # with a CUDA GPU absent, `auto` never traces cuDNN, whatever it is placed on
-    assert "fused_attention" not in _exported(Kernels(), "cuda") or kernels.cudnn_attention_available()
+    count = lambda text, word: len(re.findall(rf"{re.escape(word)}\b", text))
+    depth = 2  # _exported's blocks
+    if kernels.cudnn_attention_available():
+        gpu = _exported(Kernels(), "cuda")
+        assert "fused_attention_cudnn" in gpu and "fused_attention_jax" not in gpu
+        assert [count(gpu, f"@{target}") for target in CUDNN_ATTENTION_CALLS] == [depth, depth]  # fwd, bwd
+        assert "fused_attention" not in _exported(Kernels(), "cpu")
+        monkeypatch.setattr(kernels, "cudnn_attention_available", lambda: False)  # the other case, on this GPU
+    # with no CUDA GPU cuDNN runs on, `auto` never traces cuDNN, whatever it is placed on: the
+    # custom_vjp core's attention instead
+    gpu = _exported(Kernels(), "cuda")
+    assert "fused_attention" not in gpu and "cudnn" not in gpu.lower()
+    assert "_attention_core_fwd" in gpu  # named in the program's locations
 
 
 def test_a_new_setting_is_a_new_trace():
