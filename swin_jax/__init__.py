@@ -35,6 +35,7 @@ _LAZY = {
     "detect_family": "swin_jax.layouts",
     "LAYOUTS": "swin_jax.layouts",
     "load_checkpoint": "swin_jax.checkpoint_io",
+    "read_checkpoint": "swin_jax.checkpoint_io",
     "save_checkpoint": "swin_jax.checkpoint_io",
     "resample_pos_embed": "swin_jax.resample",
     "check_parity": "swin_jax.parity",
