@@ -93,7 +93,7 @@ def check_case(case: SimpleNamespace, torch_model, reference: str, record) -> No
     ref_inter, ref_logits = torch_outputs(torch_model, case.images, case.ref_model.config)
     assert len(ref_inter) == len(case.intermediates)
     label = f"{family} forward {case.id} vs {reference}"
-    for i, (r, o) in enumerate(zip(ref_inter, case.intermediates)):
+    for i, (r, o) in enumerate(zip(ref_inter, case.intermediates, strict=True)):
         diff = record(label, rel_diff(r, o))
         assert diff <= FORWARD_TOL, f"intermediate {i}: {diff:.3e}"
     diff = record(label, rel_diff(ref_logits, case.logits))

@@ -140,16 +140,48 @@ def test_converted_cache_keeps_each_weight_set(timm_run, tmp_path, monkeypatch):
     assert len(paths) == 2 and all(p.is_file() for p in paths)  # both kept: neither is stale
 
 
-def test_trainer_fine_tunes_from_a_timm_checkpoint(timm_run, tmp_path):
-    """`python -m train --init model_best.pth.tar --init-use-ema`: the EMA weights, a new head."""
+def image_folder(root: Path, classes: int, per_class: int = 8) -> Path:
+    """An ImageFolder of random 36x40 PNGs."""
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for c in range(2):
-        (tmp_path / "data" / f"class{c}").mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(
-                tmp_path / "data" / f"class{c}" / f"{i}.png")
+    for c in range(classes):
+        (root / f"class{c}").mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 255, (36, 40, 3), dtype=np.uint8)).save(root / f"class{c}" / f"{i}.png")
+    return root
+
+
+def test_validate_and_predict_read_the_ema_weights(timm_run, tmp_path, capsys, monkeypatch):
+    from huggingface_hub import constants
+
+    data = image_folder(tmp_path / "data", classes=3, per_class=2)
+    results = {}
+    for extra in ([], ["--use-ema"]):
+        status, out, err = main(capsys, "validate", VIT, "--checkpoint", timm_run, "--data", data, "--img-size", 32,
+                                32, "--workers", 0, "--batch-size", 6, *extra)
+        assert status == 0 and "top-1" in out, err
+        assert ("timm layout, state_dict_ema)" if extra else "timm layout, state_dict)") in err
+        results[bool(extra)] = out.split("loss ")[1].split()[0]
+    assert results[True] != results[False]  # another weight set, another loss
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("SWIN_JAX_CACHE", str(tmp_path / "converted"))
+    add_to_hub_cache(tmp_path / "hub", "someone/vit-run", {"model_best.pth.tar": timm_run.read_bytes()})
+    image = data / "class0" / "0.png"
+    tops = {}
+    for extra in ([], ["--use-ema"]):
+        status, out, err = main(capsys, "predict", image, "--model", "hf-hub:someone/vit-run/model_best.pth.tar",
+                                "--json", *extra)
+        assert status == 0, err
+        tops[bool(extra)] = out
+    assert tops[True] != tops[False]
+
+
+def test_trainer_fine_tunes_from_a_timm_checkpoint(timm_run, tmp_path):
+    """`python -m train --init model_best.pth.tar --init-use-ema`: the EMA weights, a new head."""
+    image_folder(tmp_path / "data", classes=2)
     result = run_cli("train", "--model", VIT, "--data", tmp_path / "data", "--img-size", 32, 32, "--epochs", 1,
                      "--batch-size", 8, "--max-steps", 2, "--workers", 0, "--init", timm_run, "--init-use-ema",
                      "--out-dir", tmp_path / "run")
@@ -241,6 +273,55 @@ def test_foreign_objects_in_meta_do_not_stop_the_tensors(clean_state, tmp_path, 
     for file in (path, legacy):
         assert_trees_equal(swin_jax.load_checkpoint(model, file), swin_jax.from_torch(model, clean_state))
         assert not marker.exists() and "fake_mmengine_logging" not in sys.modules
+
+
+CRAFTED_NUMPY = '''
+import collections, pathlib, sys
+import numpy as np, torch
+class ForgedDtype:  # a dtype state whose flags hide an object field: numpy would trust them
+    def __reduce__(self):
+        return (np.dtype, ("V8", False, True), (3, "|", None, ("a",), {{"a": (np.dtype("O"), 0)}}, 8, 1, 0))
+class ForgedArray:  # an "object" slot holding the pointer 0x4141414141414141
+    def __reduce__(self):
+        return (np.ndarray, ((1,), ForgedDtype(), b"A" * 8))
+state = {{k: torch.zeros(2) for k in ("a.weight", "a.bias")}}
+torch.save({{"state_dict": {{**state, "forged": ForgedArray(), "steps": 3}}, "meta": {{"forged": ForgedArray(),
+            "hist": collections.defaultdict(list, x=[np.float64(1.0)]), "dir": pathlib.PureWindowsPath("C:/runs"),
+            "big": frozenset(range(10))}}}}, sys.argv[1], _use_new_zipfile_serialization=sys.argv[2] == "zip")
+'''
+
+
+@pytest.mark.parametrize("fmt", ["zip", "legacy"])
+def test_crafted_numpy_values_are_recorded_not_rebuilt(tmp_path, fmt):
+    """numpy values in a pickle are inert stand-ins, never numpy objects: a dtype whose state hides
+    an object field (a pointer the file chooses) cannot reach numpy. The tensors load; the forged
+    entry and the step count in the state_dict are left out, as no parameter takes them."""
+    path = tmp_path / "forged.pth"
+    made = run_cli("python", "-c", CRAFTED_NUMPY.format(), path, fmt)
+    assert made.returncode == 0, made.stderr
+    reader = ("import sys; from swin_jax.checkpoint_io import read_checkpoint, _torch_load; "
+              "from swin_jax.torch_pickle import PickledObject\n"
+              "obj = _torch_load(__import__('pathlib').Path(sys.argv[1]))\n"
+              "assert isinstance(obj['meta']['forged'], PickledObject), type(obj['meta']['forged'])\n"
+              "print(repr(obj['meta']['forged']), obj['meta']['dir'])\n"
+              "print(sorted(read_checkpoint(sys.argv[1], layout='timm').state_dict))")
+    result = run_cli("python", "-c", reader, path)
+    assert result.returncode == 0, result.stderr  # a crash here (rc -11) is numpy dereferencing the pointer
+    assert "<numpy.ndarray from the checkpoint, not rebuilt>" in result.stdout and "C:\\runs" in result.stdout
+    assert "['a.bias', 'a.weight']" in result.stdout
+
+
+def test_nested_weight_sets_are_opened(clean_state, tmp_path):
+    path = tmp_path / "nested.pth"
+    torch.save({"model": {"state_dict": dict(clean_state), "epoch": 3}, "optimizer": {}}, path)
+    read = read_checkpoint(path)
+    assert read.weight_set == "model.state_dict" and read.weight_sets == ("model",)
+    model = vit_model()
+    assert_trees_equal(swin_jax.load_checkpoint(model, path), swin_jax.from_torch(model, clean_state))
+    empty = tmp_path / "empty.pth"
+    torch.save({"state_dict": {}, "epoch": 1}, empty)
+    with pytest.raises(ValueError, match="holds no state_dict of tensors: it has 2 entries"):
+        read_checkpoint(empty)
 
 
 EVIL = '''

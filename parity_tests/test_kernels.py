@@ -76,7 +76,7 @@ def _check_twins(fast, plain, args, cotangent, names, dtype, rounding_alike: boo
     if dtype == jnp.bfloat16 and not (STRICT and rounding_alike):
         up = lambda t: t.astype(jnp.float32) if t is not None and jnp.issubdtype(t.dtype, jnp.floating) else t
         truth = _twins(plain, plain, tuple(up(a) for a in args), up(cotangent))[0][1]
-    for i, (name, got, want) in enumerate(zip(names, grads, grads_ref)):
+    for i, (name, got, want) in enumerate(zip(names, grads, grads_ref, strict=True)):
         if want is None:  # an argument that was None (no bias)
             assert got is None, name
             continue
@@ -375,7 +375,8 @@ def test_models_with_plain_kernels_equal_the_fast_ones(name, overrides):
 
     (out, grads), (out_ref, grads_ref) = value_and_grads(fast_model), value_and_grads(plain_model)
     assert rel_diff(out_ref, out, floor=0.0) <= VALUE_TOL
-    for (path, got), want in zip(jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(grads_ref)):
+    for (path, got), want in zip(jax.tree_util.tree_flatten_with_path(grads)[0], jax.tree.leaves(grads_ref),
+                               strict=True):
         assert rel_diff(want, got, floor=0.0) <= GRAD_TOL, jax.tree_util.keystr(path)
 
 
@@ -431,7 +432,8 @@ def test_layer_norm_equals_flax_and_its_derivative(choice, dtype):
     assert y.dtype == y_ref.dtype == dtype
     np.testing.assert_array_equal(np.asarray(y, np.float32), np.asarray(y_ref, np.float32))
     tol = 1e-6 if dtype == jnp.float32 else 1e-2
-    for got, want in zip(jax.tree_util.tree_leaves(vjp(cotangent)), jax.tree_util.tree_leaves(vjp_ref(cotangent))):
+    for got, want in zip(jax.tree_util.tree_leaves(vjp(cotangent)), jax.tree_util.tree_leaves(vjp_ref(cotangent)),
+                         strict=True):
         assert got.dtype == want.dtype
         assert rel_diff(want, got, floor=0.0) <= tol
 

@@ -364,7 +364,7 @@ def test_predict_is_timms_top5(hub_cache, vit_tag, tmp_path):
         batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in images])
         probs = model(batch).softmax(-1).numpy()
     info = ImageNetInfo("imagenet-1k")
-    for entry, p in zip(ours, probs):
+    for entry, p in zip(ours, probs, strict=True):
         top = np.argsort(-p)[:5]
         assert [c["index"] for c in entry["top"]] == top.tolist()
         assert np.allclose([c["probability"] for c in entry["top"]], p[top], rtol=0, atol=1e-5)

@@ -51,7 +51,7 @@ def test_remat_step_equals_the_plain_step(family, remat, record):
     loss, grads, rematted = loss_and_grads(family, remat)
     assert none_rematted == 0 and rematted > 0  # remat is in the program, and only when asked for
     assert jax.tree.structure(grads) == jax.tree.structure(plain)  # same parameters, same names
-    worst = max(rel_diff(p, g, floor=0.0) for p, g in zip(jax.tree.leaves(plain), jax.tree.leaves(grads)))
+    worst = max(rel_diff(p, g, floor=0.0) for p, g in zip(jax.tree.leaves(plain), jax.tree.leaves(grads), strict=True))
     record(f"remat {remat} {family}: gradients", worst)
     assert abs(loss - plain_loss) <= REMAT_TOL * abs(plain_loss)
     assert worst <= REMAT_TOL

@@ -130,5 +130,5 @@ def test_dropout_takes_the_autodiff_path(name, option):
             assert float(values[0][0]) != float(values[2][0]) and float(values[0][0]) != float(eval_value)
         else:
             np.testing.assert_allclose(float(values[2][0]), float(eval_value), rtol=1e-6)
-            for a, b in zip(jax.tree_util.tree_leaves(values[2][1]), jax.tree_util.tree_leaves(eval_grads)):
+            for a, b in zip(jax.tree_util.tree_leaves(values[2][1]), jax.tree_util.tree_leaves(eval_grads), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -83,7 +83,7 @@ def test_vit_option_matches_timm(case_id, record):
         ref_features = theirs.forward_features(images)
     assert len(blocks) == len(ref_blocks) == cfg.depth
     label = f"torch_ref vit {case_id} vs timm"
-    for i, (r, o) in enumerate(zip(ref_blocks, blocks)):
+    for i, (r, o) in enumerate(zip(ref_blocks, blocks, strict=True)):
         assert record(label, rel_diff(r, o)) <= FORWARD_TOL, f"block {i}"
     assert record(label, rel_diff(ref_features, features)) <= FORWARD_TOL, "forward_features"
     assert record(label, rel_diff(ref_logits, logits)) <= FORWARD_TOL, "logits"

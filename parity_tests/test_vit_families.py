@@ -80,7 +80,7 @@ def test_family_forward_parity(family_case, reference, record):
     ref_inter, ref_logits = torch_outputs(torch_model, c["images"], c["model"].config)
     assert len(ref_inter) == len(c["intermediates"]) == c["model"].config.depth
     label = f"vit family forward {c['id']} vs {reference}"
-    for i, (r, o) in enumerate(zip(ref_inter, c["intermediates"])):
+    for i, (r, o) in enumerate(zip(ref_inter, c["intermediates"], strict=True)):
         assert r.shape == o.shape, (i, r.shape, o.shape)
         diff = record(label, rel_diff(r, o))
         assert diff <= FORWARD_TOL, f"block {i}: {diff:.3e}"

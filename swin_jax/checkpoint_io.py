@@ -54,46 +54,59 @@ def _tensor_like(value: Any) -> bool:
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
+def _holds_weights(value: Any, depth: int = 0) -> bool:
+    """Whether a container value is a state_dict, or a container of one (`{'model': {'state_dict': ...}}`)."""
+    if not isinstance(value, Mapping) or depth > 3:
+        return False
+    return any(map(_tensor_like, value.values())) or any(
+        _holds_weights(value.get(k), depth + 1) for k in EMA_WEIGHT_SETS + WEIGHT_SETS)
+
+
 def weight_sets(obj: Any) -> tuple[str, ...]:
-    """The known weight-set keys of a loaded container whose values are dicts of tensors."""
-    if not isinstance(obj, Mapping):
-        return ()
-    return tuple(k for k in EMA_WEIGHT_SETS + WEIGHT_SETS
-                 if isinstance(obj.get(k), Mapping) and obj[k] and any(map(_tensor_like, obj[k].values())))
+    """The known weight-set keys of a loaded container that hold tensors."""
+    return tuple(k for k in EMA_WEIGHT_SETS + WEIGHT_SETS if isinstance(obj, Mapping) and _holds_weights(obj.get(k)))
+
+
+def no_ema_weights(path: Any, why: str) -> ValueError:
+    return ValueError(f"{path} holds no EMA weights ({' / '.join(EMA_WEIGHT_SETS)}) to read with use_ema / "
+                      f"--use-ema: {why}")
 
 
 def select_weights(obj: Any, path: str | Path, use_ema: bool = False) -> tuple[str, dict[str, Any]]:
     """(weight-set key, flat tensors) of a loaded file, picked as timm's `load_state_dict` does:
     with `use_ema`, `state_dict_ema` or `model_ema`; else `state_dict`, `model`,
-    `model_state_dict`, `module`; a flat dict of tensors is its own weights. Containers nested
-    in a weight set (`{'model': {'state_dict': ...}}`) are opened too."""
+    `model_state_dict`, `module`; a dict of tensors is its own weights. A weight set nested in
+    another (`{'model': {'state_dict': ...}}`) is opened too; entries of a state_dict that are not
+    tensors (a step count, a version string) are left out, as they load into no parameter."""
     if not isinstance(obj, Mapping):
         raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors")
     chosen: list[str] = []
-    while not all(map(_tensor_like, obj.values())) or (use_ema and not chosen):
-        sets = weight_sets(obj)
+    while (sets := weight_sets(obj)) and len(chosen) < 4:  # a pickle's dict may hold itself
         ema = [k for k in sets if k in EMA_WEIGHT_SETS]
+        plain = [k for k in sets if k not in EMA_WEIGHT_SETS]
         if use_ema and not chosen:
             if not ema:
-                held = f"it holds {', '.join(sets)}" if sets else "it is a plain state_dict"
-                raise ValueError(f"{path} holds no EMA weights ({' / '.join(EMA_WEIGHT_SETS)}) to read with "
-                                 f"use_ema / --use-ema: {held}")
+                raise no_ema_weights(path, f"it holds {', '.join(sets)}")
             key = ema[0]
-        elif [k for k in sets if k not in EMA_WEIGHT_SETS]:
-            key = next(k for k in sets if k not in EMA_WEIGHT_SETS)
-        elif ema and not chosen:
+        elif plain:
+            key = plain[0]
+        else:
             raise ValueError(f"{path} holds only EMA weights ({', '.join(ema)}): read them with use_ema=True / "
                              f"--use-ema")
-        else:
-            others = sorted(str(k) for k, v in obj.items() if not _tensor_like(v))
-            raise ValueError(f"{path} holds no state_dict of tensors: {len(others)} of its {len(obj)} entries are "
-                             f"not tensors ({', '.join(others[:6])}{', ...' if len(others) > 6 else ''}) and none "
-                             f"of them is a weight set ({', '.join(EMA_WEIGHT_SETS + WEIGHT_SETS)})")
         chosen.append(key)
         obj = obj[key]
-    if not obj:
-        raise ValueError(f"{path} holds no tensors")
-    return ".".join(chosen), dict(obj)
+    if use_ema and not chosen:
+        raise no_ema_weights(path, "it is a plain state_dict")
+    tensors = {k: v for k, v in obj.items() if _tensor_like(v)}
+    if not tensors:
+        where = f"its {'.'.join(chosen)}" if chosen else "it"
+        raise ValueError(f"{path} holds no state_dict of tensors: {where} has {len(obj)} entries "
+                         f"({', '.join(map(str, list(obj)[:6]))}{', ...' if len(obj) > 6 else ''}), no tensor among "
+                         f"them, and no weight set ({', '.join(EMA_WEIGHT_SETS + WEIGHT_SETS)})")
+    odd = [k for k in tensors if not isinstance(k, str)]
+    if odd:
+        raise ValueError(f"{path} holds tensors under keys that are not strings ({odd[:3]}): no state_dict")
+    return ".".join(chosen), tensors
 
 
 def read_state_dict(path: str | Path, use_ema: bool = False) -> dict[str, Any]:
@@ -128,8 +141,7 @@ def _read_weights(path: Path, use_ema: bool) -> tuple[str, dict[str, Any], tuple
         raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
     if use_ema:
-        raise ValueError(f"{path} holds no EMA weights to read with use_ema / --use-ema: a {suffix} file holds "
-                         f"one flat set of tensors")
+        raise no_ema_weights(path, f"a {suffix} file holds one flat set of tensors")
     return "", tensors, ()
 
 
@@ -148,7 +160,7 @@ def _torch_load(path: Path) -> Any:
         if "weights_only" in reason:
             reason = ""
         problem = "the file is truncated or corrupted"
-        if reason.startswith(("Can only", "Trying to call reduce", "Unsupported")):
+        if reason.startswith(("Can only", "Trying to call reduce", "Unsupported global")):
             problem = "it holds an object that torch's weights-only loader cannot rebuild"
             reason = reason.replace(" via `add_safe_globals`", "")
         reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
@@ -273,8 +285,7 @@ def read_checkpoint(path: str | Path, layout: Optional[str] = None, use_ema: boo
         from swin_jax.convert import params_as_timm
 
         if use_ema:
-            raise ValueError(f"{path} holds no EMA weights to read with use_ema / --use-ema: a swin_jax params file "
-                             f"holds one set")
+            raise no_ema_weights(path, "a swin_jax params file holds one set")
         return Checkpoint(params_as_timm(read_params(path)), "timm")
     weight_set, state_dict, sets = _read_weights(Path(path), use_ema)
     state_dict, prefix = strip_wrapper_prefix(state_dict, layout)

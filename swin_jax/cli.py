@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 MAX_KEY_LINES = 12  # a mismatch lists at most this many keys on the terminal
+USE_EMA_HELP = "read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -33,8 +34,8 @@ def _parity(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     import jax
 
-    from swin_jax.checkpoint_io import (PARAMS_SUFFIX, TENSOR_SUFFIXES, read_checkpoint, read_params, write_params,
-                                        write_tensors)
+    from swin_jax.checkpoint_io import (PARAMS_SUFFIX, TENSOR_SUFFIXES, no_ema_weights, read_checkpoint, read_params,
+                                        write_params, write_tensors)
     from swin_jax.configs import MODEL_CONFIGS, get_config
     from swin_jax.convert import from_torch, infer_num_classes, params_as_timm, to_torch
     from swin_jax.models import create_model
@@ -54,7 +55,7 @@ def _convert(args: argparse.Namespace) -> int:
     print(f"reading {src} ({size:,.1f} MiB)", file=sys.stderr)
     if src.suffix.lower() == PARAMS_SUFFIX:
         if args.use_ema:
-            raise ValueError(f"{src} holds no EMA weights to read with --use-ema: a swin_jax params file holds one set")
+            raise no_ema_weights(src, "a swin_jax params file holds one set")
         params = read_params(src)
         in_layout = "swin_jax params"
         as_timm = params_as_timm(params)
@@ -185,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "pretrained weights' name: architecture.tag or hf-hub:ORG/REPO "
                                              "(default: random weights)")
     parity.add_argument("--layout", help=f"layout of the checkpoint (default: detected): {layouts}")
-    parity.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
+    parity.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
     parity.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="image size (default: the model's)")
     parity.add_argument("--reference", choices=("ref", "timm"), default="ref",
                         help="PyTorch side: our swin_torch_ref (default) or timm")
@@ -209,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--layout", help=f"the PyTorch-side layout: of INPUT when importing (default: detected), "
                                           f"of OUTPUT otherwise (default: timm; vit_jax for a ViT .npz): {layouts}")
     convert.add_argument("--in-layout", help="force the input's layout when converting between two PyTorch-side files")
-    convert.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
+    convert.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
     convert.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
                          help="build the model for this image size (position embeddings / bias tables resized)")
     convert.add_argument("--window-size", type=int, help="Swin window size of the model (bias tables resized)")
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
     predict.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    predict.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
+    predict.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
     predict.set_defaults(run=_predict)
 
     commands.add_parser("train", help="train or fine-tune with optax (see `swin-jax train --help`)", add_help=False)
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file", help=".pth/.pth.tar/.pt/.bin/.ckpt/.safetensors/.npz checkpoint, .msgpack params file, or "
                                       "pretrained weights' name (architecture.tag, hf-hub:ORG/REPO)")
     inspect.add_argument("--layout", help=f"force the layout (default: detected): {layouts}")
-    inspect.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
+    inspect.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
     inspect.set_defaults(run=_inspect)
     return parser
 

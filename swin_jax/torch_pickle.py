@@ -7,14 +7,16 @@ would run whatever the pickle names. We stay on torch's weights-only loader and 
 and without importing anything the file names (an import runs that module's code), what each
 global the file names may become:
 
-- a few harmless types are allowed as themselves (`argparse.Namespace`, as timm allows it; numpy
-  scalars, dtypes and arrays; `datetime` and `pathlib` values);
-- every other class becomes an inert stand-in that only records its arguments and state;
+- a few harmless types are allowed as themselves (`argparse.Namespace`, as timm allows it;
+  `datetime` values; `pathlib` paths, as pure paths);
+- every other class (numpy's scalars, dtypes and arrays included) becomes an inert stand-in that
+  only records its arguments and state;
 - a function, or anything from a module that can run commands (`os`, `subprocess`, `builtins`'
   `eval`, ...), is refused with one error naming it: it is never called.
 
 Names alone decide: a class's name is CapWords by Python's convention (plus a short list of
-lower-case classes); any other lower-case name is taken for a function.
+lower-case classes and constructors, `INERT_LOWER_CASE`); any other lower-case name is taken for a
+function.
 """
 from __future__ import annotations
 
@@ -26,8 +28,6 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 
 class UnsafeCheckpointError(ValueError):
     """A checkpoint's pickle names a function or a module that can run code: it is not read."""
@@ -36,40 +36,36 @@ class UnsafeCheckpointError(ValueError):
 # Modules whose every global can run commands or import code: refused whatever the name's case.
 # (Protocol-2 pickles name some by their Python 2 names: `subprocess.Popen` as `commands.Popen`.)
 DANGEROUS_MODULES = frozenset({
-    "os", "posix", "nt", "sys", "subprocess", "commands", "popen2", "shutil", "socket", "importlib", "runpy", "code", "codeop", "pty",
-    "ctypes", "pickle", "_pickle", "marshal", "shelve", "webbrowser", "multiprocessing", "asyncio", "threading",
+    "os", "posix", "nt", "sys", "subprocess", "commands", "popen2", "shutil", "socket", "importlib", "runpy",
+    "code", "codeop", "pty", "ctypes", "pickle", "_pickle", "marshal", "shelve", "webbrowser", "multiprocessing", "asyncio", "threading",
     "signal", "builtins", "__builtin__", "io", "_io", "tempfile", "pdb", "timeit", "operator", "functools",
     "inspect", "types", "copyreg", "torch.hub", "torch.ops", "torch.jit", "torch._C", "pydoc", "zipimport",
 })
 
 
-def _numpy_globals() -> dict[str, Any]:
-    """numpy's pickled scalars, dtypes and arrays, under numpy 1's and numpy 2's module names."""
-    multiarray = getattr(np, "_core", None) or np.core
-    out: dict[str, Any] = {"numpy.dtype": np.dtype, "numpy.ndarray": np.ndarray}
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[f"{module}.scalar"] = multiarray.multiarray.scalar
-        out[f"{module}._reconstruct"] = multiarray.multiarray._reconstruct
-    for name in dir(np.dtypes):  # numpy >= 1.25: one DType class per dtype
-        value = getattr(np.dtypes, name)
-        if isinstance(value, type) and issubclass(value, np.dtype):
-            out[f"numpy.dtypes.{name}"] = value
-    return out
-
-
-# Harmless types allowed as themselves: rebuilding them runs no code named by the file.
+# Harmless types allowed as themselves: their constructors check what they are given and
+# touch nothing outside the object (a path is not opened).
 HARMLESS: dict[str, Any] = {
     "argparse.Namespace": argparse.Namespace,
-    "builtins.slice": slice, "builtins.range": range, "builtins.frozenset": frozenset,
     "datetime.datetime": datetime.datetime, "datetime.date": datetime.date, "datetime.time": datetime.time,
     "datetime.timedelta": datetime.timedelta, "datetime.timezone": datetime.timezone,
-    "pathlib.Path": pathlib.Path, "pathlib.PosixPath": pathlib.PosixPath,
-    "pathlib.WindowsPath": pathlib.WindowsPath, "pathlib.PurePosixPath": pathlib.PurePosixPath,
-    "pathlib.PureWindowsPath": pathlib.PureWindowsPath,
-    **_numpy_globals(),
+    "pathlib.Path": pathlib.PurePath, "pathlib.PosixPath": pathlib.PurePosixPath,
+    "pathlib.WindowsPath": pathlib.PureWindowsPath, "pathlib.PurePosixPath": pathlib.PurePosixPath,
+    "pathlib.PureWindowsPath": pathlib.PureWindowsPath, "pathlib.PurePath": pathlib.PurePath,
 }
-# Lower-case names that are classes (which the CapWords rule would take for functions).
-LOWER_CASE_CLASSES = frozenset({"collections.defaultdict", "collections.deque", "datetime.tzinfo"})
+# Lower-case names of classes and constructors that become inert stand-ins (the CapWords rule
+# would take them for functions). numpy's are among them on purpose: a pickled dtype's state sets
+# numpy's internal flags unchecked (an object field at a pointer the file chooses), so numpy
+# values in a checkpoint's metadata are recorded, never rebuilt. Builtin types as stand-ins also
+# keep `frozenset(range(2**62))` from costing more than the bytes it is written in.
+INERT_LOWER_CASE = frozenset({
+    "collections.defaultdict", "collections.deque", "datetime.tzinfo",
+    *(f"builtins.{t}" for t in ("list", "dict", "tuple", "set", "frozenset", "range", "slice", "int", "float",
+                                "complex", "bool", "str", "bytes", "bytearray", "object")),
+    "numpy.dtype", "numpy.ndarray",
+    *(f"{m}.{f}" for m in ("numpy.core.multiarray", "numpy._core.multiarray") for f in ("scalar", "_reconstruct")),
+})
+PYTHON_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 class PickledObject(list):
@@ -95,15 +91,12 @@ class PickledMapping:
     """The stand-in for a dict subclass (a yacs CfgNode, an EasyDict): torch's loader fills only
     plain dicts, so this one's instances are OrderedDicts."""
 
-    pickled_name = "?"
-
     def __new__(cls, *args: Any, **kwargs: Any) -> collections.OrderedDict:
         return collections.OrderedDict()
 
 
 def _is_function_name(name: str) -> bool:
-    last = name.rsplit(".", 1)[-1].lstrip("_")
-    return name not in LOWER_CASE_CLASSES and not last[:1].isupper()
+    return name not in INERT_LOWER_CASE and not name.rsplit(".", 1)[-1].lstrip("_")[:1].isupper()
 
 
 def _dangerous(name: str) -> bool:
@@ -133,22 +126,22 @@ class _Globals:
         if name in HARMLESS:
             self.entries[name] = HARMLESS[name]
             return
-        if _is_function_name(name) or _dangerous(name):
+        if not PYTHON_NAME.fullmatch(name):
+            raise ValueError(f"cannot read {self.path}: its pickle names {name!r}, which is no Python name")
+        if name not in INERT_LOWER_CASE and (_is_function_name(name) or _dangerous(name)):
             raise _refusal(self.path, name)
         base = PickledMapping if mapping else PickledObject
         qualname = f"{base.__name__}[{name}]"
         self.entries[name] = type(qualname, (base,), {"pickled_name": name, "__qualname__": qualname,
                                                       "__module__": __name__})
 
-    def name_of(self, text: str) -> str | None:
-        """The global whose stand-in an error message names."""
-        match = re.search(r"Pickled(?:Object|Mapping)\[([^\]]+)\]", text)
-        return match[1] if match else None
+    def stand_in_named_by(self, text: str) -> str | None:
+        """The global whose stand-in class an error message shows."""
+        return next((name for name, value in self.entries.items()
+                     if isinstance(value, type) and issubclass(value, PickledObject) and repr(value) in text), None)
 
     def safe_globals(self) -> list[tuple[Any, str]]:
-        # numpy's DType classes too: a pickled `numpy.dtype(...)` call returns an instance of one
-        dtypes = {k: v for k, v in HARMLESS.items() if k.startswith("numpy.dtypes.")}
-        return [(value, name) for name, value in {**dtypes, **self.entries}.items()]
+        return [(value, name) for name, value in self.entries.items()]
 
 
 MAX_ATTEMPTS = 64  # each retry teaches the loader one more name; a real file needs a few
@@ -176,12 +169,12 @@ def load_torch_file(path: str | Path, fail: Callable[[Exception], Exception]) ->
             text = str(err)
             unknown = re.search(r"Unsupported global: GLOBAL (\S+) was not an allowed global", text)
             blocked = re.search(r"unsupported GLOBAL (\S+) whose module \S+ is blocked", text)
-            filled = re.search(r"Can only SETITEMS? for dict", text) and decided.name_of(text)
+            filled = re.search(r"Can only SETITEMS? for dict", text) and decided.stand_in_named_by(text)
             if blocked:
                 raise _refusal(path, blocked[1]) from None
             if unknown and unknown[1] not in decided.entries:
                 decided.allow(unknown[1])
-            elif filled and not issubclass(decided.entries[filled], PickledMapping):
+            elif filled:
                 decided.allow(filled, mapping=True)  # a dict subclass: filled as a dict
             else:
                 raise fail(err)

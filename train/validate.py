@@ -116,10 +116,12 @@ def write_predictions(result: dict, path: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `swin-jax validate` flags."""
+    from swin_jax.cli import USE_EMA_HELP
+
     parser.add_argument("model", help="registered model name, e.g. swin_tiny_patch4_window7_224")
     parser.add_argument("--checkpoint", required=True,
                         help="weights: .pth/.pth.tar/.pt/.bin/.ckpt/.safetensors/.npz/.msgpack")
-    parser.add_argument("--use-ema", action="store_true", help="read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)")
+    parser.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
     parser.add_argument("--data", required=True, help="ImageFolder root: DATA/<class>/<image> (classes in natural order)")
     parser.add_argument("--layout", help="layout of the checkpoint (default: detected)")
     parser.add_argument("--batch-size", type=int, default=64)
