@@ -163,7 +163,7 @@ def test_layout_that_cannot_be_detected(tmp_path):
 
 
 def test_wrong_file_types_and_models(tmp_path):
-    result = run_cli("swin-jax", "convert", tmp_path / "a.ckpt", tmp_path / "b.msgpack", "--model", SWIN_T)
-    assert result.returncode == 2 and "unsupported file type '.ckpt'" in result.stderr
+    result = run_cli("swin-jax", "convert", tmp_path / "a.h5", tmp_path / "b.msgpack", "--model", SWIN_T)
+    assert result.returncode == 2 and "unsupported file type '.h5'" in result.stderr
     result = run_cli("swin-jax", "convert", tmp_path / "a.pth", tmp_path / "b.msgpack", "--model", "swin_tinny")
     assert result.returncode == 2 and "unknown model 'swin_tinny'" in result.stderr
