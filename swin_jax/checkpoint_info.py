@@ -37,7 +37,7 @@ class CheckpointInfo:
     def summary(self) -> str:
         lines = []
         if self.weight_set:
-            others = [s for s in self.weight_sets if s != self.weight_set]
+            others = [s for s in self.weight_sets if s != self.weight_set.split(".")[0]]
             also = f"; the file also holds {', '.join(others)}" if others else ""
             hint = " (--use-ema reads it)" if any(s in EMA_WEIGHT_SETS for s in others) else ""
             lines.append(f"weights     {self.weight_set}{also}{hint}")

@@ -255,8 +255,8 @@ def _fits(keys: list[str], layout: Optional[str]) -> bool:
 def strip_wrapper_prefix(state_dict: dict[str, Any], layout: Optional[str] = None) -> tuple[dict[str, Any], str]:
     """(state_dict, stripped prefix): keys that fit no layout (or not `layout`) as they are lose
     the wrapper prefix that makes them fit (`module.`, `_orig_mod.`, both, or one common prefix
-    such as Lightning's `model.`); keys that fit stay as they are (an mmseg file's `backbone.`
-    belongs to its layout)."""
+    such as Lightning's `model.`); keys that fit stay as they are (a layout may have a prefix of
+    its own, as transformers' CLIP files have `vision_model.`)."""
     keys = list(state_dict)
     if _fits(keys, layout):
         return state_dict, ""
