@@ -17,9 +17,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest parity_tests
 
-# The default job: a small Swin on scikit-learn's digits (CPU), outputs in runs/digits/.
+# The default job: a small Swin on scikit-learn's digits (CPU), outputs in runs/digits/ (replaced on a
+# rerun, unless ARGS has --resume).
 train: $(STAMP)
-	$(PY) -m train --preset digits $(ARGS)
+	$(PY) -m train --preset digits $(if $(findstring --resume,$(ARGS)),,--overwrite) $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -40,14 +40,14 @@ def _convert(args: argparse.Namespace) -> int:
     from swin_jax.convert import from_torch, infer_num_classes, params_as_timm, to_torch
     from swin_jax.models import create_model
 
+    from swin_jax.arguments import check_output
     from swin_jax.hub import checkpoint_path
 
     src, dst = checkpoint_path(args.input), Path(args.output)
     for path, allowed in ((src, TENSOR_SUFFIXES), (dst, (".safetensors", ".npz"))):
         if path.suffix.lower() not in allowed + (PARAMS_SUFFIX,):
             raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(allowed + (PARAMS_SUFFIX,))}")
-    if src.resolve() == dst.resolve():
-        raise ValueError("input and output are the same file")
+    check_output(dst, "OUTPUT", {"INPUT": src})
     get_config(args.model)  # unknown names fail before any reading
     config_cls = MODEL_CONFIGS[args.model][0]
     start = time.time()

@@ -55,7 +55,8 @@ class TrainConfig:
     out_dir: str = "runs/train"
     ckpt_every: int = 0  # steps between checkpoints; 0: once per epoch
     keep: int = 3
-    resume: bool = False
+    resume: bool = False  # continue the run in out_dir from its last checkpoint (there must be one)
+    overwrite: bool = False  # replace the checkpoints of an earlier run in out_dir (without it, such a folder is refused)
     init: Optional[str] = None  # checkpoint to fine-tune from: a file in any layout, or architecture.tag / hf-hub:ORG/REPO
     init_use_ema: bool = False  # --init's EMA weights (state_dict_ema / model_ema) instead of its model weights
     max_steps: int = 0  # stop after this many steps (tests, debugging); 0: run all epochs

@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
+from swin_jax.arguments import InputError, check_output
 from swin_jax.checkpoint_io import write_atomic
 from swin_jax.configs import PRETRAINED
 from train.config import TrainConfig
@@ -335,11 +337,39 @@ def compile_then_trim(fn: Any, *args: Any) -> Any:
     return compiled
 
 
+def saved_steps(folder: Path) -> list[int]:
+    """The steps of the orbax checkpoints in `folder` (its numbered sub-folders)."""
+    return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir()) if folder.is_dir() else []
+
+
+def check_run_folder(cfg: TrainConfig) -> None:
+    """Refuse, before anything is created, a run that would mix with or lose another's files:
+    an `out_dir` holding an earlier run's checkpoints (unless `resume` continues it or `overwrite`
+    replaces it), a `resume` with nothing to resume, an export onto the `init` file."""
+    out = Path(cfg.out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out-dir {out} is a file; name a folder for the run")
+    if cfg.resume and cfg.overwrite:
+        raise InputError("--resume continues the run in --out-dir and --overwrite replaces it: pass one of them")
+    steps = saved_steps(out / "checkpoints")
+    if cfg.resume and not steps:
+        raise InputError(f"--resume: {out / 'checkpoints'} holds no checkpoint to resume from; leave out --resume to "
+                         f"start a new run")
+    if steps and not (cfg.resume or cfg.overwrite):
+        raise InputError(f"--out-dir {out} already holds a run's checkpoints (steps {', '.join(map(str, steps[-3:]))}): "
+                         f"pass --resume to continue that run, or --overwrite to replace it")
+    if cfg.init and cfg.export:
+        check_output(out / "model.safetensors", "the export (--out-dir)", {"--init": cfg.init})
+
+
 def train(cfg: TrainConfig, log: Any = print) -> dict:
     """Run (or resume) a training job; returns the final metrics."""
     import orbax.checkpoint as ocp
     from tqdm import tqdm
 
+    check_run_folder(cfg)
+    if cfg.overwrite and not cfg.process_id:  # process 0 clears the earlier run before any peer connects
+        shutil.rmtree(Path(cfg.out_dir) / "checkpoints", ignore_errors=True)
     init_distributed(cfg)
     main_process = jax.process_index() == 0
     log = log if main_process else (lambda *a, **k: None)
@@ -393,7 +423,9 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     manager = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep, enable_async_checkpointing=False, create=True))
     start = 0
-    if cfg.resume and manager.latest_step() is not None:
+    if cfg.resume and manager.latest_step() is None:
+        raise InputError(f"--resume: orbax finds no complete checkpoint in {out / 'checkpoints'}")
+    if cfg.resume:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         try:
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(

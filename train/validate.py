@@ -138,8 +138,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """`swin-jax validate` from parsed flags; prints the summary line."""
+    from swin_jax.arguments import check_output
     from train.config import _value
 
+    if args.predictions:  # checked before the work: it would be lost after it
+        check_output(args.predictions, "--predictions", {"--checkpoint": args.checkpoint})
     model_args = {}
     for item in args.model_arg:
         key, sep, text = item.partition("=")

@@ -1,0 +1,115 @@
+"""Bad input never costs the user a file: no command writes over one of its own inputs (a link to
+it counts), and a training run never mixes with or replaces another's without being told to."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import swin_jax
+from conftest import run_cli
+from swin_jax import cli
+from swin_jax.arguments import same_file
+from train.loop import main as train_main
+
+VIT = "vit_tiny_patch16_224"
+
+
+@pytest.fixture(scope="module")
+def vit_file(tmp_path_factory) -> Path:
+    model = swin_jax.create_model(VIT, img_size=32, depth=1, num_classes=3)
+    return swin_jax.save_checkpoint(model, swin_jax.init_params(model, 0), tmp_path_factory.mktemp("vit") / "ck.safetensors")
+
+
+def _links(folder: Path, target: Path) -> dict[str, Path]:
+    """The same file under three names: itself, a symbolic link, a hard link."""
+    folder.mkdir(exist_ok=True)
+    (folder / "symlink.safetensors").symlink_to(target)
+    os.link(target, folder / "hardlink.safetensors")
+    return {"itself": target, "symlink": folder / "symlink.safetensors", "hardlink": folder / "hardlink.safetensors"}
+
+
+def _error_line(status: int, out: str, err: str) -> str:
+    lines = [line for line in (out + err).splitlines() if "error:" in line]
+    assert status == 2 and len(lines) == 1 and "Traceback" not in out + err, out + err
+    return lines[0]
+
+
+def test_same_file_sees_links(tmp_path):
+    a = tmp_path / "a"
+    a.write_text("x")
+    for name, path in _links(tmp_path / "links", a).items():
+        assert same_file(path, a), name
+    assert not same_file(tmp_path / "new", a) and same_file(tmp_path / "new", tmp_path / "." / "new")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert not same_file(loop, a)  # a symlink loop leads to no file
+
+
+@pytest.mark.parametrize("name", ["itself", "symlink", "hardlink"])
+def test_no_command_writes_over_its_input(vit_file, tmp_path, capsys, name):
+    """`validate --predictions` and `convert OUTPUT` onto the checkpoint they read: refused before
+    any work, the checkpoint unchanged, no temp file left."""
+    target = tmp_path / "ck.safetensors"
+    target.write_bytes(vit_file.read_bytes())
+    before = target.read_bytes()
+    output = _links(tmp_path / "links", target)[name]
+    data = tmp_path / "data" / "a"
+    data.mkdir(parents=True)
+    commands = {
+        "validate": ["validate", VIT, "--checkpoint", target, "--data", tmp_path / "data", "--predictions", output],
+        "convert": ["convert", target, output, "--model", VIT],
+    }
+    for command, argv in commands.items():
+        status = cli.main([str(a) for a in argv])
+        out = capsys.readouterr()
+        line = _error_line(status, out.out, out.err)
+        assert "is the same file as" in line and "refusing to write over an input" in line, line
+        assert target.read_bytes() == before, command
+    leftovers = [p.name for p in tmp_path.rglob(".*")]
+    assert leftovers == [], leftovers
+
+
+def _train(capsys, out: Path, *extra) -> tuple[int, str, str]:
+    status = train_main(["--preset", "digits", "--out-dir", str(out), *map(str, extra)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_a_run_folder_of_another_run_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "120").mkdir(parents=True)
+    (out / "metrics.csv").write_text("earlier run\n")
+    line = _error_line(*_train(capsys, out))
+    assert "already holds a run's checkpoints (steps 120)" in line and "--resume" in line and "--overwrite" in line
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == ["checkpoints", "checkpoints/120",
+                                                                             "metrics.csv"]
+    assert (out / "metrics.csv").read_text() == "earlier run\n"
+    line = _error_line(*_train(capsys, out, "--resume", "--overwrite"))
+    assert "pass one of them" in line
+
+
+def test_resume_without_a_checkpoint_is_refused_and_creates_nothing(tmp_path, capsys):
+    out = tmp_path / "never"
+    line = _error_line(*_train(capsys, out, "--resume"))
+    assert "holds no checkpoint to resume from" in line and not out.exists()
+
+
+def test_the_export_never_writes_over_the_init_file(tmp_path, capsys, vit_file):
+    out = tmp_path / "run"
+    out.mkdir()
+    init = out / "model.safetensors"
+    init.write_bytes(vit_file.read_bytes())
+    line = _error_line(*_train(capsys, out, "--init", init, "--model", VIT))
+    assert "is the same file as --init" in line and init.read_bytes() == vit_file.read_bytes()
+    assert sorted(p.name for p in out.iterdir()) == ["model.safetensors"]
+
+
+def test_overwrite_replaces_the_earlier_run(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "999").mkdir(parents=True)
+    result = run_cli("train", "--preset", "digits", "--out-dir", out, "--overwrite", "--max-steps", 2,
+                     "--ckpt-every", 2, "--no-export")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
