@@ -113,3 +113,43 @@ def test_overwrite_replaces_the_earlier_run(tmp_path):
                      "--ckpt-every", 2, "--no-export")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["2"]
+
+
+OUT_OF_RANGE = [  # (command line, the flag the one error line names)
+    (["parity", VIT, "--batch", "0"], "--batch"),
+    (["parity", VIT, "--tolerance", "nan"], "--tolerance"),
+    (["parity", VIT, "--tolerance", "-1e-5"], "--tolerance"),
+    (["parity", VIT, "--img-size", "0", "0"], "--img-size"),
+    (["convert", "a.pth", "b.msgpack", "--model", VIT, "--window-size", "0"], "--window-size"),
+    (["convert", "a.pth", "b.msgpack", "--model", VIT, "--img-size", "32", "abc"], "--img-size"),
+    (["predict", "x.png", "--model", VIT, "--top", "-3"], "--top"),
+    (["predict", "x.png", "--model", VIT, "--batch", "0"], "--batch"),
+    (["bench", VIT, "--batch", "0"], "--batch"),
+    (["bench", VIT, "--repeats", "0"], "--repeats"),
+    (["bench", "--input", "--workers", "-1"], "--workers"),
+    (["validate", VIT, "--checkpoint", "c.pth", "--data", "d", "--batch-size", "0"], "--batch-size"),
+    (["validate", VIT, "--checkpoint", "c.pth", "--data", "d", "--crop-pct", "nan"], "--crop-pct"),
+    (["validate", VIT, "--checkpoint", "c.pth", "--data", "d", "--workers", "-1"], "--workers"),
+    (["train", "--epochs", "0"], "--epochs"),
+    (["train", "--batch-size", "0"], "--batch-size"),
+    (["train", "--accum-steps", "0"], "--accum-steps"),
+    (["train", "--ema-decay", "2"], "--ema-decay"),
+    (["train", "--keep", "0"], "--keep"),
+    (["train", "--workers", "-1"], "--workers"),
+    (["train", "--num-processes", "0"], "--num-processes"),
+    (["train", "--val-split", "1.5"], "--val-split"),
+    (["train", "--lr", "inf"], "--lr"),
+    (["train", "--img-size", "0", "0"], "--img-size"),
+    (["train", "--model-arg", "embed_dim"], "--model-arg"),
+]
+
+
+@pytest.mark.parametrize("argv,flag", OUT_OF_RANGE, ids=[" ".join(a[:1] + a[-2:]) for a, _ in OUT_OF_RANGE])
+def test_out_of_range_arguments_are_one_line_naming_the_flag(argv, flag, capsys):
+    """Refused by the flag's type before anything is read, loaded or compiled: exit 2, one line."""
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert exit_.value.code == 2 and len(lines) == 1, err
+    assert f"argument {flag}" in lines[0] and lines[0].startswith("swin-jax "), lines[0]

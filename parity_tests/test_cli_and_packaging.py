@@ -276,6 +276,8 @@ def test_bench_memory_probe_and_xla_options(tmp_path):
     assert "alone MiB" in result.stdout
     bad = run(*args, "--plain-xla", "--xla-option", "xla_cpu_no_such_option=1")
     assert "a measurement failed" in bad.stderr and "xla_cpu_no_such_option" in bad.stderr
+    assert bad.returncode == 1 and "swin-jax bench: error: 1 measurement(s) failed: " in bad.stderr  # not exit 0
+    assert json.loads(out.read_text())["failures"][0].startswith(f"{NAME} forward: ")
     # --plain-xla: XLA's defaults plus the given option only
     assert json.loads(out.read_text())["compiler_options"] == {NAME: {"xla_cpu_no_such_option": 1}}
     assert run(*args, "--xla-option", "no_equals_sign").returncode == 2

@@ -1,18 +1,38 @@
 """Checks of command-line input shared by `swin-jax` and `python -m train`, made before any work.
 
-The one that guards the user's files: an output path is never one of the command's inputs. Two
-paths are the same file when they name the same inode (a symbolic or hard link to the input
-counts), not when their strings are equal.
+An output path is never one of the command's inputs: two paths are the same file when they name
+the same inode (a symbolic or hard link to the input counts), not when their strings are equal.
+Numbers are checked by their flag's argparse type (`integer`, `number`), so a value out of range
+is one line naming the flag and what it allows, before anything is loaded or compiled.
 """
 from __future__ import annotations
 
+import argparse
+import errno
+import math
 import os
+import signal
+import sys
+import threading
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Callable, Mapping, NoReturn, Optional, TextIO
 
 
 class InputError(ValueError):
-    """Bad input, reported as one line that names the problem (exit status 2)."""
+    """Bad input (a file, an argument, an option): what a command reports as one line that names
+    the problem, with exit status 2. Every other exception is a bug and keeps its traceback."""
+
+
+class MissingInputError(InputError, FileNotFoundError):
+    """A file or folder the command needs is not there."""
+
+
+class UnknownOptionError(InputError, TypeError):
+    """A model or command option that does not exist."""
+
+
+class MissingExtraError(InputError, ImportError):
+    """An optional dependency the command needs is not installed (the message names the extra)."""
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -27,6 +47,28 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
             return False
 
 
+def check_input_file(path: str | os.PathLike, what: str = "checkpoint file") -> Path:
+    """`path` as a file to read: one that is missing, a folder, a device or pipe, a link that leads
+    nowhere or an unreadable file is refused with a message that says which."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        try:
+            os.stat(path)
+            why = "a link that leads nowhere"
+        except OSError as err:  # ELOOP: a cycle of links; ENOENT: a missing target
+            why = "a symbolic link loop" if err.errno == errno.ELOOP else f"a link to {os.readlink(path)}, which does not exist"
+        raise MissingInputError(f"{what} {path} is {why}")
+    if not path.exists():
+        raise MissingInputError(f"{what} not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a folder, not a file")
+    if not path.is_file():
+        raise InputError(f"{what} {path} is not a regular file (a device, a pipe or a socket)")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} {path} cannot be read: permission denied")
+    return path
+
+
 def check_output(path: str | os.PathLike, flag: str, inputs: Mapping[str, Optional[str | os.PathLike]]) -> Path:
     """`path` as an output of the command: refused when it is a folder or one of `inputs`
     ({flag: path}, None for an input not given), with a message naming both flags."""
@@ -39,3 +81,95 @@ def check_output(path: str | os.PathLike, flag: str, inputs: Mapping[str, Option
             raise InputError(f"{flag} {path} is the same file as {input_flag} {source}{via}: refusing to write over "
                              f"an input")
     return path
+
+
+# ----- argparse types: a value out of range is one error naming the flag and what it allows
+
+
+def integer(minimum: Optional[int] = None) -> Callable[[str], int]:
+    """An argparse type: an int of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"wants a whole number, got {text!r}") from None
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type in its fallback message
+    return parse
+
+
+def number(minimum: Optional[float] = None, maximum: Optional[float] = None, above: bool = False,
+           below: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float in [minimum, maximum] (open at an end with `above` /
+    `below`); NaN and inf are refused."""
+    low = "" if minimum is None else f"{'above' if above else 'at least'} {minimum:g}"
+    high = "" if maximum is None else f"{'below' if below else 'at most'} {maximum:g}"
+    allowed = " and ".join(filter(None, (low, high))) or "finite"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"wants a number, got {text!r}") from None
+        if not math.isfinite(value) or (minimum is not None and (value <= minimum if above else value < minimum)) \
+                or (maximum is not None and (value >= maximum if below else value > maximum)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {allowed}, got {text}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+POSITIVE = integer(1)
+NON_NEGATIVE = integer(0)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with bad arguments reported in one line (`PROG: error: MESSAGE; see --help`),
+    exit status 2, without the usage block above it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+# ----- one error boundary per command
+
+EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 1, 2, 130, 143
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, so that clean-up (temporary files) runs as for
+    Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def run_command(prog: str, work: Callable[[], int], describe: Callable[[InputError], str] = str,
+                stream: Optional[TextIO] = None) -> int:
+    """Run a command's `work` and return its exit status: an `InputError` becomes one line
+    (`PROG: error: ...`, `describe` words it) and 2, Ctrl-C 130, SIGTERM 143 (each one line, after
+    the clean-up its `finally` blocks do). Any other exception is a bug: it keeps its traceback."""
+    stream = stream or sys.stderr  # looked up now: a test may have replaced it
+    handler = None
+    if threading.current_thread() is threading.main_thread():
+        handler = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return work()
+    except InputError as err:
+        print(f"{prog}: error: {describe(err)}", file=stream, flush=True)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (Ctrl-C)", file=stream, flush=True)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"{prog}: terminated (SIGTERM)", file=stream, flush=True)
+        return EXIT_TERMINATED
+    finally:
+        if handler is not None:
+            signal.signal(signal.SIGTERM, handler)

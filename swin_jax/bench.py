@@ -520,6 +520,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
     peak = matmul_peak_gflops(dtype=dtype)
     log(f"matmul peak ({dtype}, {peak['size']}^3): jax {peak['jax']:.1f}, torch {peak['torch']:.1f} GFLOP/s")
     results: list[Result] = []
+    failures: list[str] = []
     for name in models:
         size = tuple(img_size or swin_jax.get_config(name).img_size)
         config = swin_jax.get_config(name, remat=remat)
@@ -536,6 +537,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
                 try:
                     measured.append(fn())
                 except Exception as err:  # e.g. torch.compile without a working toolchain
+                    failures.append(f"{name} {mode}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
                     log(f"  {name} {mode}: a measurement failed: {type(err).__name__}: {str(err)[:200]}")
             for r, times in zip(measured, interleaved_times([r.runner for r in measured], repeats)):
                 r.times_s, r.img_per_s = times, batch / statistics.median(times)
@@ -568,6 +570,7 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
         "versions": {"jax": jax.__version__, "torch": torch.__version__, "timm": timm.__version__,
                      "swin_jax": swin_jax.__version__},
         "results": [asdict(r) for r in results],
+        "failures": failures,  # measurements that raised: the command fails on any
     }
 
 

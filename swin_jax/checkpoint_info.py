@@ -15,6 +15,7 @@ from swin_jax.checkpoint_io import EMA_WEIGHT_SETS, read_checkpoint
 from swin_jax.configs import MODEL_CONFIGS, SwinConfig, SwinV2Config, VitConfig
 from swin_jax.layouts import (FAMILY_NAMES, FOLDS, LAYOUTS, TRANSFORMS, detect_family, detect_layout, take_part,
                               to_numpy)
+from swin_jax.arguments import InputError
 
 CONFIG_CLASSES = {"swin": SwinConfig, "swinv2": SwinV2Config, "vit": VitConfig}
 
@@ -84,7 +85,7 @@ def canonical_tensors(state_dict: Mapping[str, Any], layout: str, family: str,
 def _family(layout: str, keys: list[str]) -> str:
     family = detect_family(layout, keys)
     if family is None:
-        raise ValueError(f"the checkpoint's keys fit neither a Swin, a Swin V2 nor a ViT in the {layout} layout")
+        raise InputError(f"the checkpoint's keys fit neither a Swin, a Swin V2 nor a ViT in the {layout} layout")
     return family
 
 
@@ -296,6 +297,26 @@ def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> Che
     layout = layout or detect_layout(keys)
     family = _family(layout, keys)
     tensors = canonical_tensors(state_dict, layout, family)
+    try:
+        config, guessed, kind, unrecorded = _config_of(family, tensors, state_dict, layout)
+    except InputError:
+        raise
+    except (KeyError, IndexError, ValueError) as err:  # a tensor a whole model has is missing or misshapen
+        what = f"no {err.args[0]}" if isinstance(err, KeyError) else f"a tensor of an unexpected shape ({err})"
+        raise InputError(f"the checkpoint's {family} tensors ({layout} layout) are not a whole model: it has "
+                         f"{what}") from None
+    kept = [v for k, v in state_dict.items() if not LAYOUTS[layout].is_ignored(k)]
+    info = CheckpointInfo(layout, family, config, kind, guessed, num_tensors=len(kept),
+                          num_params=sum(int(np.prod(np.shape(v))) for v in kept), unrecorded=unrecorded)
+    info.matches = _matches(family, config)
+    if "init_values" in config and info.matches:  # LayerScale's initial value: the registered model's
+        config["init_values"] = MODEL_CONFIGS[info.matches[0]][1].get("init_values", config["init_values"])
+    return info
+
+
+def _config_of(family: str, tensors: dict[str, np.ndarray], state_dict: Mapping[str, Any], layout: str
+               ) -> tuple[dict[str, Any], list[str], str, dict[str, str]]:
+    """(config, guessed fields, kind, unrecorded fields) that a family's canonical tensors imply."""
     unrecorded: dict[str, str] = {}
     if family == "swin":
         config, guessed = _swin_config(tensors)
@@ -305,14 +326,7 @@ def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> Che
         query = next((v for k, v in state_dict.items() if k.endswith("query/kernel")), None)  # Google: (D, heads, hd)
         config, guessed = _vit_config(tensors, None if query is None else int(np.shape(query)[1]))
     kind, more = _vit_kind(config, layout) if family == "vit" else ("", {})
-    unrecorded.update(more)
-    kept = [v for k, v in state_dict.items() if not LAYOUTS[layout].is_ignored(k)]
-    info = CheckpointInfo(layout, family, config, kind, guessed, num_tensors=len(kept),
-                          num_params=sum(int(np.prod(np.shape(v))) for v in kept), unrecorded=unrecorded)
-    info.matches = _matches(family, config)
-    if "init_values" in config and info.matches:  # LayerScale's initial value: the registered model's
-        config["init_values"] = MODEL_CONFIGS[info.matches[0]][1].get("init_values", config["init_values"])
-    return info
+    return config, guessed, kind, {**unrecorded, **more}
 
 
 def describe_file(path: str | Path, layout: Optional[str] = None, use_ema: bool = False) -> CheckpointInfo:

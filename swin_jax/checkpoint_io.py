@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Mapping, Optional
 
 import numpy as np
+from swin_jax.arguments import InputError, MissingInputError, check_input_file
 
 # Keys under which training scripts nest their weights, in the order timm's `load_state_dict`
 # tries them: EMA weights first when they are asked for, then the model's (timm and mm* save
@@ -67,8 +68,8 @@ def weight_sets(obj: Any) -> tuple[str, ...]:
     return tuple(k for k in EMA_WEIGHT_SETS + WEIGHT_SETS if isinstance(obj, Mapping) and _holds_weights(obj.get(k)))
 
 
-def no_ema_weights(path: Any, why: str) -> ValueError:
-    return ValueError(f"{path} holds no EMA weights ({' / '.join(EMA_WEIGHT_SETS)}) to read with use_ema / "
+def no_ema_weights(path: Any, why: str) -> InputError:
+    return InputError(f"{path} holds no EMA weights ({' / '.join(EMA_WEIGHT_SETS)}) to read with use_ema / "
                       f"--use-ema: {why}")
 
 
@@ -79,7 +80,7 @@ def select_weights(obj: Any, path: str | Path, use_ema: bool = False) -> tuple[s
     another (`{'model': {'state_dict': ...}}`) is opened too; entries of a state_dict that are not
     tensors (a step count, a version string) are left out, as they load into no parameter."""
     if not isinstance(obj, Mapping):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors")
+        raise InputError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors")
     chosen: list[str] = []
     while (sets := weight_sets(obj)) and len(chosen) < 4:  # a pickle's dict may hold itself
         ema = [k for k in sets if k in EMA_WEIGHT_SETS]
@@ -91,7 +92,7 @@ def select_weights(obj: Any, path: str | Path, use_ema: bool = False) -> tuple[s
         elif plain:
             key = plain[0]
         else:
-            raise ValueError(f"{path} holds only EMA weights ({', '.join(ema)}): read them with use_ema=True / "
+            raise InputError(f"{path} holds only EMA weights ({', '.join(ema)}): read them with use_ema=True / "
                              f"--use-ema")
         chosen.append(key)
         obj = obj[key]
@@ -100,12 +101,12 @@ def select_weights(obj: Any, path: str | Path, use_ema: bool = False) -> tuple[s
     tensors = {k: v for k, v in obj.items() if _tensor_like(v)}
     if not tensors:
         where = f"its {'.'.join(chosen)}" if chosen else "it"
-        raise ValueError(f"{path} holds no state_dict of tensors: {where} has {len(obj)} entries "
+        raise InputError(f"{path} holds no state_dict of tensors: {where} has {len(obj)} entries "
                          f"({', '.join(map(str, list(obj)[:6]))}{', ...' if len(obj) > 6 else ''}), no tensor among "
                          f"them, and no weight set ({', '.join(EMA_WEIGHT_SETS + WEIGHT_SETS)})")
     odd = [k for k in tensors if not isinstance(k, str)]
     if odd:
-        raise ValueError(f"{path} holds tensors under keys that are not strings ({odd[:3]}): no state_dict")
+        raise InputError(f"{path} holds tensors under keys that are not strings ({odd[:3]}): no state_dict")
     return ".".join(chosen), tensors
 
 
@@ -119,11 +120,10 @@ def read_state_dict(path: str | Path, use_ema: bool = False) -> dict[str, Any]:
 
 def _read_weights(path: Path, use_ema: bool) -> tuple[str, dict[str, Any], tuple[str, ...]]:
     """(weight set, flat tensors, every weight set) of a tensor file."""
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    check_input_file(path)
     suffix = path.suffix.lower()
     if suffix not in TENSOR_SUFFIXES:
-        raise ValueError(f"unsupported checkpoint type {suffix!r} ({path}); use {', '.join(TENSOR_SUFFIXES)} "
+        raise InputError(f"unsupported checkpoint type {suffix!r} ({path}); use {', '.join(TENSOR_SUFFIXES)} "
                          f"(timm's training output .pth.tar included)")
     if suffix in TORCH_SUFFIXES:
         obj = _torch_load(path)
@@ -138,7 +138,7 @@ def _read_weights(path: Path, use_ema: bool) -> tuple[str, dict[str, Any], tuple
             with np.load(path, allow_pickle=False) as archive:
                 tensors = {k: archive[k] for k in archive.files}
     except Exception as err:  # each reader fails its own way on a damaged file
-        raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
+        raise InputError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
     if use_ema:
         raise no_ema_weights(path, f"a {suffix} file holds one flat set of tensors")
@@ -151,7 +151,7 @@ def _torch_load(path: Path) -> Any:
     naming the file, with torch's reason but not its advice to load with `weights_only=False`."""
     from swin_jax.torch_pickle import load_torch_file
 
-    def fail(err: Exception) -> ValueError:
+    def fail(err: Exception) -> InputError:
         text = str(err)
         # torch's weights-only unpickler puts its reason after that marker, below the advice
         detail = text.split("WeightsUnpickler error:", 1)[-1]
@@ -165,7 +165,7 @@ def _torch_load(path: Path) -> Any:
             reason = reason.replace(" via `add_safe_globals`", "")
         reason = f"{type(err).__name__}: {reason}" if reason else type(err).__name__
         # the chained error's text would repeat torch's advice under ours
-        error = ValueError(f"cannot read {path} as a PyTorch checkpoint: {problem} ({reason})")
+        error = InputError(f"cannot read {path} as a PyTorch checkpoint: {problem} ({reason})")
         error.__cause__ = None if "weights_only" in text else err
         return error
 
@@ -196,13 +196,13 @@ def read_params(path: str | Path) -> dict:
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"params file not found: {path}")
+        raise MissingInputError(f"params file not found: {path}")
     try:
         params = serialization.msgpack_restore(path.read_bytes())
     except Exception as err:
-        raise ValueError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__})") from err
+        raise InputError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__})") from err
     if not isinstance(params, dict):
-        raise ValueError(f"{path} holds no params pytree")
+        raise InputError(f"{path} holds no params pytree")
     return params
 
 
@@ -225,7 +225,7 @@ def write_tensors(tensors: Mapping[str, np.ndarray], path: str | Path) -> Path:
         from safetensors.numpy import save
 
         return write_atomic(path, lambda f: f.write(save({k: np.ascontiguousarray(v) for k, v in tensors.items()})))
-    raise ValueError(f"cannot write {suffix!r} files ({path}); use .safetensors or .npz")
+    raise InputError(f"cannot write {suffix!r} files ({path}); use .safetensors or .npz")
 
 
 def _wrapper_prefixes(keys: list[str]) -> list[str]:

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
+from swin_jax.arguments import InputError
 
 MAX_KEY_LINES = 12  # a mismatch lists at most this many keys on the terminal
 USE_EMA_HELP = "read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)"
@@ -46,7 +47,7 @@ def _convert(args: argparse.Namespace) -> int:
     src, dst = checkpoint_path(args.input), Path(args.output)
     for path, allowed in ((src, TENSOR_SUFFIXES), (dst, (".safetensors", ".npz"))):
         if path.suffix.lower() not in allowed + (PARAMS_SUFFIX,):
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(allowed + (PARAMS_SUFFIX,))}")
+            raise InputError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(allowed + (PARAMS_SUFFIX,))}")
     check_output(dst, "OUTPUT", {"INPUT": src})
     get_config(args.model)  # unknown names fail before any reading
     config_cls = MODEL_CONFIGS[args.model][0]
@@ -139,6 +140,10 @@ def _bench(args: argparse.Namespace) -> int:
                        remat=args.remat, fsdp=args.fsdp)
     print(table(report, markdown=args.markdown))
     print(f"wrote {write_json(report, json_path)}")
+    if report["failures"]:  # the table lacks those rows: the run did not measure what was asked
+        print(f"swin-jax bench: error: {len(report['failures'])} measurement(s) failed: "
+              f"{'; '.join(report['failures'])}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -166,11 +171,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from swin_jax.arguments import NON_NEGATIVE, POSITIVE, Parser, number
     from swin_jax.configs import REMAT_CHOICES
     from swin_jax.layouts import LAYOUTS
 
     layouts = ", ".join(LAYOUTS)
-    parser = argparse.ArgumentParser(prog="swin-jax", description="Swin Transformer and ViT in JAX/Flax.")
+    parser = Parser(prog="swin-jax", description="Swin Transformer and ViT in JAX/Flax.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     parity = commands.add_parser(
@@ -187,12 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
                                              "(default: random weights)")
     parity.add_argument("--layout", help=f"layout of the checkpoint (default: detected): {layouts}")
     parity.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
-    parity.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="image size (default: the model's)")
+    parity.add_argument("--img-size", nargs=2, type=POSITIVE, metavar=("H", "W"), help="image size (default: the model's)")
     parity.add_argument("--reference", choices=("ref", "timm"), default="ref",
                         help="PyTorch side: our swin_torch_ref (default) or timm")
-    parity.add_argument("--batch", type=int, default=2, help="images per batch (default 2)")
+    parity.add_argument("--batch", type=POSITIVE, default=2, help="images per batch (default 2)")
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights and images")
-    parity.add_argument("--tolerance", type=float, default=1e-5,
+    parity.add_argument("--tolerance", type=number(0), default=1e-5,
                         help="largest allowed max|diff| / max(1, max|ref|) (default 1e-5)")
     parity.set_defaults(run=_parity)
 
@@ -211,9 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                                           f"of OUTPUT otherwise (default: timm; vit_jax for a ViT .npz): {layouts}")
     convert.add_argument("--in-layout", help="force the input's layout when converting between two PyTorch-side files")
     convert.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
-    convert.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
+    convert.add_argument("--img-size", nargs=2, type=POSITIVE, metavar=("H", "W"),
                          help="build the model for this image size (position embeddings / bias tables resized)")
-    convert.add_argument("--window-size", type=int, help="Swin window size of the model (bias tables resized)")
+    convert.add_argument("--window-size", type=POSITIVE, help="Swin window size of the model (bias tables resized)")
     convert.set_defaults(run=_convert)
 
     predict = commands.add_parser(
@@ -226,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--model", required=True,
                          help="pretrained weights: architecture.tag (e.g. swin_tiny_patch4_window7_224.ms_in1k), a "
                               "bare architecture for its default weights, or hf-hub:ORG/REPO")
-    predict.add_argument("--top", type=int, default=5, help="classes per image (default 5)")
-    predict.add_argument("--batch", type=int, default=16, help="images per forward pass (default 16)")
+    predict.add_argument("--top", type=POSITIVE, default=5, help="classes per image (default 5)")
+    predict.add_argument("--batch", type=POSITIVE, default=16, help="images per forward pass (default 16)")
     predict.add_argument("--json", action="store_true", help="print JSON instead of a table")
     predict.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
     predict.set_defaults(run=_predict)
@@ -249,10 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "measured matmul peak. Prints a table with swin_jax / timm ratios and writes JSON. "
                     "With --input: the training input pipeline (decode, augment, batch, to the device, "
                     "normalise and erase there) against timm's create_loader, from a folder of JPEGs, with the "
-                    "same augmentation and worker count.")
+                    "same augmentation and worker count. A measurement that fails is named, its rows are left "
+                    "out of the table and the JSON's `failures` lists it, and the command exits 1.")
     bench.add_argument("models", nargs="*", default=["swin_tiny_patch4_window7_224", "vit_small_patch16_224"])
-    bench.add_argument("--batch", type=int, help="images per batch (default 8; 64 with --input)")
-    bench.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"),
+    bench.add_argument("--batch", type=POSITIVE, help="images per batch (default 8; 64 with --input)")
+    bench.add_argument("--img-size", nargs=2, type=POSITIVE, metavar=("H", "W"),
                        help="image size (default: the model's; 224 224 with --input)")
     bench.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     bench.add_argument("--train", action="store_true", help="also time a full train step")
@@ -266,7 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--fsdp", action="store_true",
                        help="run swin_jax's train step as `python -m train --fsdp` does: over every local device, "
                             "params and optimizer state sharded (XLA buffers per device)")
-    bench.add_argument("--repeats", type=int,
+    bench.add_argument("--repeats", type=POSITIVE,
                        help="timed rounds, each running every framework once in turn (medians are reported; "
                             "default 10, 5 with --input)")
     bench.add_argument("--torch-compile", action="store_true", help="also measure timm under torch.compile")
@@ -287,9 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "--train, --torch-compile, --memory and --xla-option do not apply)")
     inputs.add_argument("--data", metavar="DIR",
                         help="an ImageFolder tree of JPEGs (default: 256 generated 500x375 JPEGs in a temporary folder)")
-    inputs.add_argument("--workers", nargs="+", type=int, default=[1, 2], metavar="K",
+    inputs.add_argument("--workers", nargs="+", type=NON_NEGATIVE, default=[1, 2], metavar="K",
                         help="worker process counts to measure, the same on both sides (default 1 2)")
-    inputs.add_argument("--batches", type=int, default=16, help="timed batches per epoch and round (default 16)")
+    inputs.add_argument("--batches", type=POSITIVE, default=16, help="timed batches per epoch and round (default 16)")
     inputs.add_argument("--recipe", nargs="+", choices=("basic", "full"), default=["basic", "full"],
                         help="augmentation: basic = random resized crop (bicubic) + flip; full = + RandAugment "
                              "rand-m9-mstd0.5-inc1, colour jitter 0.4, random erasing 0.25 (default both)")
@@ -297,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also train a small Swin (batch 32) fed by the pipeline and from one batch in memory, "
                              "at each --workers, with the last --recipe, and report the step time lost to input "
                              "(implies --input)")
-    inputs.add_argument("--train-steps", type=int, default=6, help="timed steps per round for --train-overhead")
+    inputs.add_argument("--train-steps", type=POSITIVE, default=6, help="timed steps per round for --train-overhead")
     bench.set_defaults(run=_bench)
 
     from train.validate import add_arguments  # argparse only: imports neither jax nor the trainer's code
@@ -341,13 +348,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from train.loop import main as train_main
 
         return train_main(argv[1:])
+    from swin_jax.arguments import run_command
+
     args = build_parser().parse_args(argv)
-    try:
-        return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
-        # Bad input is reported as a message that names the problem, not a traceback.
-        print(f"swin-jax {args.command}: error: {_short(err, args)}", file=sys.stderr)
-        return 2
+    # bad input is one line that names the problem; anything else is a bug and keeps its traceback
+    return run_command(f"swin-jax {args.command}", lambda: args.run(args), lambda err: _short(err, args))
 
 
 if __name__ == "__main__":

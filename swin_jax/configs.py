@@ -10,6 +10,7 @@ import dataclasses
 import fnmatch
 from dataclasses import dataclass
 from typing import Any, Optional, Union
+from swin_jax.arguments import InputError, UnknownOptionError
 
 IntPair = tuple[int, int]
 
@@ -18,7 +19,7 @@ def to_pair(value: Union[int, tuple[int, int], list[int]]) -> IntPair:
     """`7` -> `(7, 7)`; a pair is returned as a tuple of two ints."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
-            raise ValueError(f"expected an int or a pair (h, w), got {value!r}")
+            raise InputError(f"expected an int or a pair (h, w), got {value!r}")
         return int(value[0]), int(value[1])
     return int(value), int(value)
 
@@ -66,7 +67,7 @@ class Kernels:
     def __post_init__(self) -> None:
         for name, choices in KERNEL_CHOICES.items():
             if getattr(self, name) not in choices:
-                raise ValueError(f"kernels.{name} must be one of {choices}, got {getattr(self, name)!r}")
+                raise InputError(f"kernels.{name} must be one of {choices}, got {getattr(self, name)!r}")
 
 
 def to_kernels(value: Union[Kernels, dict, None]) -> Kernels:
@@ -78,7 +79,7 @@ def to_kernels(value: Union[Kernels, dict, None]) -> Kernels:
     if isinstance(value, dict):
         unknown = sorted(set(value) - set(KERNEL_CHOICES))
         if unknown:
-            raise ValueError(f"unknown kernel setting(s) {unknown}; settings are {list(KERNEL_CHOICES)}")
+            raise InputError(f"unknown kernel setting(s) {unknown}; settings are {list(KERNEL_CHOICES)}")
         return Kernels(**value)
     raise TypeError(f"kernels must be a swin_jax.Kernels or a dict, got {type(value).__name__}")
 
@@ -97,7 +98,7 @@ ACTIVATIONS = ("gelu", "quick_gelu", "gelu_tanh")
 
 def _check_remat(value: str) -> None:
     if value not in REMAT_CHOICES:
-        raise ValueError(f"remat must be one of {REMAT_CHOICES}, got {value!r}")
+        raise InputError(f"remat must be one of {REMAT_CHOICES}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -138,13 +139,13 @@ class SwinConfig:
         object.__setattr__(self, "num_heads", tuple(int(h) for h in self.num_heads))
         _check_remat(self.remat)
         if len(self.depths) != len(self.num_heads):
-            raise ValueError(f"depths {self.depths} and num_heads {self.num_heads} differ in length")
+            raise InputError(f"depths {self.depths} and num_heads {self.num_heads} differ in length")
         for i, heads in enumerate(self.num_heads):
             if self.stage_dims[i] % heads:
-                raise ValueError(f"stage {i} width {self.stage_dims[i]} is not divisible by {heads} heads")
+                raise InputError(f"stage {i} width {self.stage_dims[i]} is not divisible by {heads} heads")
         grid = self.patch_grid
         if min(grid) < 1:
-            raise ValueError(f"img_size {self.img_size} is smaller than one {self.patch_size}px patch")
+            raise InputError(f"img_size {self.img_size} is smaller than one {self.patch_size}px patch")
 
     @property
     def num_stages(self) -> int:
@@ -210,7 +211,7 @@ class SwinV2Config(SwinConfig):
         if isinstance(sizes, int) or not sizes:
             sizes = (sizes or 0,) * self.num_stages
         if len(sizes) < self.num_stages:
-            raise ValueError(f"pretrained_window_sizes {self.pretrained_window_sizes} needs an entry for each of the "
+            raise InputError(f"pretrained_window_sizes {self.pretrained_window_sizes} needs an entry for each of the "
                              f"{self.num_stages} stages")
         # entries past the last stage are unused, as in timm (a named model with fewer stages)
         object.__setattr__(self, "pretrained_window_sizes", tuple(to_pair(s) for s in sizes[:self.num_stages]))
@@ -278,25 +279,25 @@ class VitConfig:
         object.__setattr__(self, "kernels", to_kernels(self.kernels))
         _check_remat(self.remat)
         if self.global_pool not in ("token", "avg", "map"):
-            raise ValueError(f"global_pool must be 'token', 'avg' or 'map', got {self.global_pool!r}")
+            raise InputError(f"global_pool must be 'token', 'avg' or 'map', got {self.global_pool!r}")
         if self.global_pool == "token" and not self.class_token:
-            raise ValueError("global_pool='token' needs the class token: use global_pool='avg' with class_token=False")
+            raise InputError("global_pool='token' needs the class token: use global_pool='avg' with class_token=False")
         if self.act_layer not in ACTIVATIONS:
-            raise ValueError(f"act_layer must be one of {ACTIVATIONS}, got {self.act_layer!r}")
+            raise InputError(f"act_layer must be one of {ACTIVATIONS}, got {self.act_layer!r}")
         if self.reg_tokens < 0:
-            raise ValueError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
+            raise InputError(f"reg_tokens must be >= 0, got {self.reg_tokens}")
         if self.dist_token and (self.global_pool != "token" or not self.class_token or self.fc_norm):
-            raise ValueError("dist_token needs the class token, global_pool='token' and no fc_norm (the two heads "
+            raise InputError("dist_token needs the class token, global_pool='token' and no fc_norm (the two heads "
                              "read the class and distillation tokens after the final norm)")
         if self.dist_token and self.reg_tokens:
-            raise ValueError("dist_token and reg_tokens do not combine (timm's distilled ViT has no registers)")
+            raise InputError("dist_token and reg_tokens do not combine (timm's distilled ViT has no registers)")
         if self.global_pool == "map" and self.fc_norm:
-            raise ValueError("global_pool='map' normalises the tokens before the attention pooling: fc_norm "
+            raise InputError("global_pool='map' normalises the tokens before the attention pooling: fc_norm "
                              "must be None or False")
         if any(s % self.patch_size for s in self.img_size):
-            raise ValueError(f"img_size {self.img_size} is not a multiple of the patch size {self.patch_size}")
+            raise InputError(f"img_size {self.img_size} is not a multiple of the patch size {self.patch_size}")
         if self.embed_dim % self.num_heads:
-            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by {self.num_heads} heads")
+            raise InputError(f"embed_dim {self.embed_dim} is not divisible by {self.num_heads} heads")
 
     @property
     def patch_grid(self) -> IntPair:
@@ -635,7 +636,7 @@ def get_pretrained_config(name: str) -> PretrainedConfig:
     full = DEFAULT_TAGS.get(architecture) if tag is None else name
     if full not in PRETRAINED:
         known = ", ".join(list_pretrained(architecture + ".*")) or "none"
-        raise ValueError(f"no pretrained weights {name!r}; {architecture} has: {known}")
+        raise InputError(f"no pretrained weights {name!r}; {architecture} has: {known}")
     return PRETRAINED[full]
 
 
@@ -668,10 +669,20 @@ def get_config(name: str, **overrides: Any) -> Union[SwinConfig, SwinV2Config, V
     if name not in MODEL_CONFIGS:
         close = [n for n in MODEL_CONFIGS if name.split("_")[0] in n]
         hint = f"; known: {', '.join(close or list_models())}"
-        raise ValueError(f"unknown model {name!r}{hint}")
+        raise InputError(f"unknown model {name!r}{hint}")
     config_cls, args = MODEL_CONFIGS[name]
     fields = {f.name for f in dataclasses.fields(config_cls)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise TypeError(f"{name} has no option(s) {unknown}; options are {sorted(fields)}")
+        raise UnknownOptionError(f"{name} has no option(s) {unknown}; options are {sorted(fields)}")
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(config_cls)}
+    for key, value in overrides.items():  # a wrong kind of value fails here, not deep in the model
+        kind = OPTION_KINDS.get(annotations[key])
+        if kind is not None and not (isinstance(value, kind[0]) and (kind[0] == (bool,) or not isinstance(value, bool))):
+            raise InputError(f"{name}: option {key}={value!r} wants {kind[1]}")
     return config_cls(**{**args, **overrides})
+
+
+# The values a config field of a plain annotated type takes: (types, words).
+OPTION_KINDS = {"int": ((int,), "a whole number"), "float": ((int, float), "a number"),
+                "bool": ((bool,), "True or False"), "str": ((str,), "a string")}

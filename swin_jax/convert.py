@@ -21,6 +21,7 @@ from swin_jax.layouts import (FAMILY_NAMES, FOLDS, LAYOUTS, TRANSFORMS, WHOLE, L
                               detect_layout, get_layout, join_parts, part_span, take_part, to_numpy)
 from swin_jax.models import param_shapes
 from swin_jax.resample import resample_pos_embed, resize_rel_pos_bias_table
+from swin_jax.arguments import InputError
 
 __all__ = [
     "LAYOUTS", "CheckpointFamilyError", "CheckpointMismatchError", "detect_layout", "from_torch", "to_torch",
@@ -72,10 +73,10 @@ def _swin_block_buffer(kind: str, config: Any, i: int, j: int) -> np.ndarray | N
 
         table = relative_coords_table(window, config.pretrained_window_sizes[i])
         return table.reshape(1, 2 * window[0] - 1, 2 * window[1] - 1, 2)
-    raise ValueError(f"unknown buffer kind {kind!r}")
+    raise InputError(f"unknown buffer kind {kind!r}")
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(InputError):
     """A state_dict does not fit the model: lists every missing, unexpected and mis-shaped key.
     `hints`, first: the model options the difference comes from (`option_hints`)."""
 
@@ -94,7 +95,7 @@ class CheckpointMismatchError(ValueError):
         super().__init__("\n".join(lines))
 
 
-class CheckpointFamilyError(ValueError):
+class CheckpointFamilyError(InputError):
     """A checkpoint of one model family (Swin V1, Swin V2, ViT) given to a model of another."""
 
     def __init__(self, found: str, expected: str, layout: str, model_name: str):
@@ -299,6 +300,9 @@ def infer_num_classes(state_dict: Mapping[str, Any], config_cls: type, layout: s
     head = state_dict.get(plan.keys[0])
     if head is None:
         return 0
+    if len(np.shape(head)) != 2:  # a classifier weight is a matrix
+        raise InputError(f"the checkpoint's classifier {plan.keys[0]} has shape {tuple(np.shape(head))}, not "
+                         f"(classes, features)")
     return int(head.shape[-1] if plan.transform == "transpose" else head.shape[0])
 
 
@@ -319,7 +323,7 @@ def apply_folds(layout: Layout, config: Any, tensors: dict[str, np.ndarray], to_
             continue
         plans = {key: layout.plan(family, key) for key in fold.keys}
         if any(p.part != WHOLE or p.fixed is not None for p in plans.values()):
-            raise ValueError(f"fold {name!r} of the {layout.name} layout reads whole tensors only")
+            raise InputError(f"fold {name!r} of the {layout.name} layout reads whole tensors only")
         if any(k not in tensors for p in plans.values() for k in p.keys):
             continue
         canonical = {key: TRANSFORMS[p.transform][1]([tensors[k] for k in p.keys], config) for key, p in plans.items()}
@@ -335,7 +339,7 @@ def _check_fixed(layout: Layout, family: str, spec: _Spec, tensor: np.ndarray) -
     """Export: a tensor that the layout does not store must be the constant it is there."""
     if not np.all(tensor == spec.fixed):
         why = next(r.why for r in layout.rules[family] if bind_template(r.canonical, spec.canonical) is not None)
-        raise ValueError(f"the {layout.name} layout cannot hold {spec.canonical} = {np.abs(tensor).max():.3g} "
+        raise InputError(f"the {layout.name} layout cannot hold {spec.canonical} = {np.abs(tensor).max():.3g} "
                          f"(max |value|): {why}; it must be {spec.fixed:g} everywhere")
 
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from typing import Optional
 
 from swin_jax.configs import MODEL_CONFIGS, PretrainedConfig, get_pretrained_config, split_model_name
+from swin_jax.arguments import InputError, MissingInputError
 
 HUB_PREFIX = "hf-hub:"
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # a repo's weights, looked for in this order (timm's)
 TIMM_WEIGHTS_FILE = "model.safetensors"  # every timm repository of a registered tag has it
 
 
-class WeightsNotCachedError(FileNotFoundError):
+class WeightsNotCachedError(MissingInputError):
     """A Hub file is not in the local cache and the Hub cannot be asked (offline, no network)."""
 
 
@@ -42,7 +43,7 @@ def parse_hub_name(name: str) -> Optional[HubWeights]:
         rest, _, revision = name[len(HUB_PREFIX):].partition("@")
         parts = rest.strip("/").split("/")
         if len(parts) < 2 or not all(parts):
-            raise ValueError(f"{name!r}: a Hub name is {HUB_PREFIX}ORG/REPO[/FILE][@REVISION]")
+            raise InputError(f"{name!r}: a Hub name is {HUB_PREFIX}ORG/REPO[/FILE][@REVISION]")
         return HubWeights(name, "/".join(parts[:2]), "/".join(parts[2:]) or None, revision or None)
     architecture, _ = split_model_name(name)
     if architecture not in MODEL_CONFIGS:
@@ -84,15 +85,15 @@ def download(repo_id: str, filename: str, revision: Optional[str] = None,
     except LocalEntryNotFoundError:
         raise _not_cached(repo_id, [filename], revision, cache_dir) from None
     except RepositoryNotFoundError:
-        raise ValueError(f"no Hub repository {repo_id!r} (or it is private: log in with `hf auth login`)") from None
+        raise InputError(f"no Hub repository {repo_id!r} (or it is private: log in with `hf auth login`)") from None
     except RevisionNotFoundError:
-        raise ValueError(f"{repo_id} has no revision {revision!r}") from None
+        raise InputError(f"{repo_id} has no revision {revision!r}") from None
     except EntryNotFoundError:
-        raise FileNotFoundError(f"{repo_id} has no file {filename!r}") from None
+        raise MissingInputError(f"{repo_id} has no file {filename!r}") from None
     except HfHubHTTPError as err:  # refused (401, 403), rate-limited, the Hub down, ...
-        raise ValueError(f"cannot fetch {repo_id}/{filename} from the Hub: {str(err).splitlines()[0][:200]}") from None
+        raise InputError(f"cannot fetch {repo_id}/{filename} from the Hub: {str(err).splitlines()[0][:200]}") from None
     except OSError as err:  # offline mode's refusal, an unwritable cache folder, a full disk
-        raise ValueError(f"cannot fetch {repo_id}/{filename} into the Hugging Face cache ({_hub_cache(cache_dir)}): "
+        raise InputError(f"cannot fetch {repo_id}/{filename} into the Hugging Face cache ({_hub_cache(cache_dir)}): "
                          f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else 'no detail'}") from None
 
 
@@ -125,7 +126,7 @@ def weights_file(weights: HubWeights, cache_dir: Optional[str | Path] = None) ->
             continue
     if not_cached:
         raise _not_cached(weights.repo_id, list(WEIGHT_FILES), weights.revision, cache_dir)
-    raise FileNotFoundError(f"{weights.repo_id} holds none of {', '.join(WEIGHT_FILES)}; "
+    raise MissingInputError(f"{weights.repo_id} holds none of {', '.join(WEIGHT_FILES)}; "
                             f"name the file: {HUB_PREFIX}{weights.repo_id}/FILE")
 
 
@@ -140,7 +141,7 @@ def optional_json(weights: HubWeights, filename: str, cache_dir: Optional[str | 
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read {path} ({weights.repo_id}/{filename}): {err}") from None
+        raise InputError(f"cannot read {path} ({weights.repo_id}/{filename}): {err}") from None
 
 
 def checkpoint_path(spec: str | Path, cache_dir: Optional[str | Path] = None) -> Path:

@@ -18,12 +18,13 @@ import gzip
 from importlib import resources
 
 from swin_jax.configs import LABEL_SETS
+from swin_jax.arguments import InputError
 
 
 @functools.lru_cache(maxsize=None)
 def _table(label_set: str) -> tuple[tuple[str, str], ...]:
     if label_set not in LABEL_SETS.values():
-        raise ValueError(f"unknown label set {label_set!r}; known: {', '.join(LABEL_SETS.values())}")
+        raise InputError(f"unknown label set {label_set!r}; known: {', '.join(LABEL_SETS.values())}")
     data = resources.files("swin_jax").joinpath("data", f"{label_set}.tsv.gz").read_bytes()
     rows = gzip.decompress(data).decode("utf-8").splitlines()
     return tuple(tuple(row.split("\t", 1)) for row in rows)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from swin_jax import kernels as K
 from swin_jax.configs import Kernels
+from swin_jax.arguments import InputError
 
 
 def trunc_normal(std: float) -> Callable[..., jax.Array]:
@@ -144,22 +145,22 @@ def check_images(x: Any, config: Any) -> None:
     shape = tuple(getattr(x, "shape", ()))
     c_in = config.in_chans
     if len(shape) != 4:
-        raise ValueError(f"expected a batch of NHWC images (B, H, W, {c_in}), got an array of shape {shape}")
+        raise InputError(f"expected a batch of NHWC images (B, H, W, {c_in}), got an array of shape {shape}")
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"expected float images, got dtype {x.dtype}: convert and normalise them first")
+        raise InputError(f"expected float images, got dtype {x.dtype}: convert and normalise them first")
     if shape[-1] != c_in:
         if shape[1] == c_in:
-            raise ValueError(
+            raise InputError(
                 f"input looks channels-first (NCHW) with shape {shape}; swin_jax models take NHWC, "
                 f"e.g. x.transpose(0, 2, 3, 1)"
             )
-        raise ValueError(f"expected {c_in} input channels in the last axis (NHWC), got {shape[-1]} (shape {shape})")
+        raise InputError(f"expected {c_in} input channels in the last axis (NHWC), got {shape[-1]} (shape {shape})")
     if getattr(config, "dynamic_img_size", False):
         if any(s % config.patch_size for s in shape[1:3]):
-            raise ValueError(f"image size {shape[1]}x{shape[2]} is not a multiple of the patch size "
+            raise InputError(f"image size {shape[1]}x{shape[2]} is not a multiple of the patch size "
                              f"{config.patch_size}")
     elif tuple(shape[1:3]) != tuple(config.img_size):
-        raise ValueError(
+        raise InputError(
             f"model was built for {config.img_size[0]}x{config.img_size[1]} images, got "
             f"{shape[1]}x{shape[2]}; create it with img_size=({shape[1]}, {shape[2]})"
         )

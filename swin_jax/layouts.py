@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
+from swin_jax.arguments import InputError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -108,7 +109,7 @@ def _parse(template: str) -> tuple[re.Pattern, list[tuple[str, int, int]]]:
         else:
             a = _AFFINE.match(expr)
             if not a:
-                raise ValueError(f"bad placeholder {{{expr}}} in {template!r}")
+                raise InputError(f"bad placeholder {{{expr}}} in {template!r}")
             scale, var, sign, offset = a.groups()
             pattern += r"(\d+)"
             slots.append((var, int(scale or 1), (-1 if sign == "-" else 1) * int(offset or 0)))
@@ -258,16 +259,16 @@ class Layout:
         """The layout keys, tensor transform and slice of one canonical key."""
         if family not in self.rules:
             kinds = " and ".join(dict.fromkeys(re.sub(r"v\d+$", "", f) for f in self.rules))  # swinv2 is a swin
-            raise ValueError(f"the {self.name} layout holds {kinds} models, not {family} "
+            raise InputError(f"the {self.name} layout holds {kinds} models, not {family} "
                              f"(its families: {', '.join(self.rules)})")
         for rule in self.rules[family]:
             values = bind_template(rule.canonical, canonical)
             if values is not None:
                 if not rule.layout_keys and rule.fixed is None:
-                    raise ValueError(f"the {self.name} layout cannot hold {canonical}: {rule.why}")
+                    raise InputError(f"the {self.name} layout cannot hold {canonical}: {rule.why}")
                 return Plan(tuple(_fill(t, values) for t in rule.layout_keys), rule.transform, rule.part, rule.fixed)
         if not self.passthrough:
-            raise ValueError(f"the {self.name} layout cannot hold {canonical}: its library's {family} model has no "
+            raise InputError(f"the {self.name} layout cannot hold {canonical}: its library's {family} model has no "
                              f"such tensor (save in the timm layout)")
         return Plan((canonical,), "same")
 
@@ -668,7 +669,7 @@ def get_layout(layout: str | Layout) -> Layout:
     if isinstance(layout, Layout):
         return layout
     if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
+        raise InputError(f"unknown layout {layout!r}; known: {', '.join(LAYOUTS)}")
     return LAYOUTS[layout]
 
 
@@ -704,5 +705,5 @@ def detect_layout(keys: Sequence[str]) -> str:
     if found is not None:
         return found
     sample = ", ".join(sorted(keys)[:4])
-    raise ValueError(f"cannot tell the checkpoint's layout from its {len(keys)} keys ({sample}, ...); "
+    raise InputError(f"cannot tell the checkpoint's layout from its {len(keys)} keys ({sample}, ...); "
                      f"pass --layout / layout= one of {', '.join(LAYOUTS)}")

@@ -16,6 +16,7 @@ from swin_jax.convert import from_torch, infer_num_classes
 from swin_jax.difference import nonfinite, relative_difference
 from swin_jax.layouts import to_numpy
 from swin_jax.models import create_model
+from swin_jax.arguments import InputError
 
 REFERENCES = ("ref", "timm")
 
@@ -112,7 +113,7 @@ def build_torch_model(name: str, reference: str, **overrides: Any) -> Any:
             if hasattr(module, "fused_attn"):
                 module.fused_attn = False
         return model
-    raise ValueError(f"unknown reference {reference!r}; choose from {REFERENCES}")
+    raise InputError(f"unknown reference {reference!r}; choose from {REFERENCES}")
 
 
 def torch_outputs(model: Any, images_nchw: Any, config: Any) -> tuple[list[np.ndarray], np.ndarray]:

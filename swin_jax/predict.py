@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from swin_jax.arguments import InputError, MissingInputError, MissingExtraError
 
 
 @dataclass(frozen=True)
@@ -39,15 +40,15 @@ def read_rgb(path: str | Path) -> Any:
     try:
         from PIL import Image
     except ImportError as err:  # pillow comes with the train extra
-        raise ImportError("predict needs Pillow: pip install 'swin-jax[train]'") from err
+        raise MissingExtraError("predict needs Pillow: pip install 'swin-jax[train]'") from err
     try:
         with Image.open(path) as img:
             img.load()
             return img.convert("RGB")
     except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
+        raise MissingInputError(f"image not found: {path}") from None
     except Exception as err:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ... on bad files
-        raise ValueError(f"cannot read image {path}: {type(err).__name__}: {err}") from None
+        raise InputError(f"cannot read image {path}: {type(err).__name__}: {err}") from None
 
 
 def prepare(img: Any, size: tuple[int, int], data: Any) -> np.ndarray:
@@ -72,7 +73,7 @@ def predict(images: Sequence[str | Path], name: str, top: int = 5, batch: int = 
     pictures = [read_rgb(path) for path in images]
     resolved = resolve_pretrained(name, cache_dir, use_ema=use_ema)
     if resolved.num_classes <= 0:
-        raise ValueError(f"{name} has no classifier (a feature extractor): nothing to predict")
+        raise InputError(f"{name} has no classifier (a feature extractor): nothing to predict")
     model, params = load_pretrained(name, cache_dir=cache_dir, progress=progress, use_ema=use_ema)
     inputs = np.stack([prepare(img, model.config.img_size, resolved.data) for img in pictures])
     forward = jax.jit(lambda p, x: jax.nn.softmax(model.apply({"params": p}, x).astype(jnp.float32), axis=-1))

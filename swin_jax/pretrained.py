@@ -24,6 +24,7 @@ from typing import Any, Optional
 
 from swin_jax.configs import LABEL_SETS, MODEL_CONFIGS, DataConfig, get_data_config, split_model_name
 from swin_jax.hub import HUB_PREFIX, optional_json, parse_hub_name, weights_file
+from swin_jax.arguments import InputError
 
 CONVERTED_FORMAT = 2  # bump when the params a checkpoint converts to change
 
@@ -62,7 +63,7 @@ def _read_weights(path: Path, repo: str, use_ema: bool = False) -> tuple[dict, s
             raise
         parts = Path(path).parts  # .../snapshots/<commit>/<file in the repository>
         in_repo = "/".join(parts[parts.index("snapshots") + 2:]) if "snapshots" in parts else Path(path).name
-        raise ValueError(f"{err}. It is the Hugging Face cache's copy of {repo}/{in_repo}: fetch it again with "
+        raise InputError(f"{err}. It is the Hugging Face cache's copy of {repo}/{in_repo}: fetch it again with "
                          f"`hf download {repo} {in_repo} --force-download`") from None
 
 
@@ -76,7 +77,7 @@ def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
     (`swin_jax.checkpoint_info.describe`), with that model's default image preparation."""
     weights = parse_hub_name(name)
     if weights is None:
-        raise ValueError(f"{name!r} names no pretrained weights: use architecture.tag (swin_jax.list_pretrained()) "
+        raise InputError(f"{name!r} names no pretrained weights: use architecture.tag (swin_jax.list_pretrained()) "
                          f"or {HUB_PREFIX}ORG/REPO")
     path = weights_file(weights, cache_dir)
     if weights.pretrained is not None:
@@ -86,7 +87,7 @@ def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
     if "architecture" in config and architecture in (None, config["architecture"]):  # a timm repository
         found = config["architecture"]
         if found not in MODEL_CONFIGS:
-            raise ValueError(f"{weights.repo_id} holds a {found}, which swin_jax does not have")
+            raise InputError(f"{weights.repo_id} holds a {found}, which swin_jax does not have")
         fields = {f.name for f in dataclasses.fields(MODEL_CONFIGS[found][0])}
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in config.get("model_args", {}).items() if k in fields}
         return ResolvedWeights(name, weights.repo_id, path, found, int(config.get("num_classes", 1000)),
@@ -98,7 +99,7 @@ def resolve_pretrained(name: str, cache_dir: Optional[str | Path] = None,
     info = describe(state, layout)
     if architecture is None:
         if not info.matches:
-            raise ValueError(f"{weights.repo_id}: its {info.family} checkpoint ({info.config}) fits no registered "
+            raise InputError(f"{weights.repo_id}: its {info.family} checkpoint ({info.config}) fits no registered "
                              f"model; pass the architecture to build")
         architecture = info.matches[0]
     config_cls = MODEL_CONFIGS[split_model_name(architecture)[0]][0]

@@ -10,6 +10,7 @@ import math
 from typing import Optional
 
 import numpy as np
+from swin_jax.arguments import InputError
 
 
 def _cubic(x: np.ndarray, a: float = -0.5) -> np.ndarray:
@@ -59,10 +60,10 @@ def resample_pos_embed(
     if old_grid is None:
         side = int(math.isqrt(num_grid))
         if side * side != num_grid:
-            raise ValueError(f"position embedding has {num_grid} grid entries, not a square grid: give old_grid")
+            raise InputError(f"position embedding has {num_grid} grid entries, not a square grid: give old_grid")
         old_grid = (side, side)
     if old_grid[0] * old_grid[1] != num_grid:
-        raise ValueError(f"position embedding has {num_grid} grid entries, not {old_grid[0]}x{old_grid[1]}")
+        raise InputError(f"position embedding has {num_grid} grid entries, not {old_grid[0]}x{old_grid[1]}")
     prefix, grid = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     if tuple(old_grid) == tuple(new_grid):
         return pos_embed
@@ -111,7 +112,7 @@ def resize_rel_pos_bias_table(table: np.ndarray, new_window: tuple[int, int]) ->
     entries, heads = table.shape
     side = int(math.isqrt(entries))
     if side * side != entries:
-        raise ValueError(f"relative position bias table of {entries} entries is not a square window's")
+        raise InputError(f"relative position bias table of {entries} entries is not a square window's")
     dst = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
     if (side, side) == dst:
         return table

@@ -27,9 +27,10 @@ import pathlib
 import re
 from pathlib import Path
 from typing import Any, Callable
+from swin_jax.arguments import InputError
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(InputError):
     """A checkpoint's pickle names a function or a module that can run code: it is not read."""
 
 
@@ -127,7 +128,7 @@ class _Globals:
             self.entries[name] = HARMLESS[name]
             return
         if not PYTHON_NAME.fullmatch(name):
-            raise ValueError(f"cannot read {self.path}: its pickle names {name!r}, which is no Python name")
+            raise InputError(f"cannot read {self.path}: its pickle names {name!r}, which is no Python name")
         if name not in INERT_LOWER_CASE and (_is_function_name(name) or _dangerous(name)):
             raise _refusal(self.path, name)
         base = PickledMapping if mapping else PickledObject
@@ -178,4 +179,4 @@ def load_torch_file(path: str | Path, fail: Callable[[Exception], Exception]) ->
                 decided.allow(filled, mapping=True)  # a dict subclass: filled as a dict
             else:
                 raise fail(err)
-    raise ValueError(f"cannot read {path}: its pickle names more than {MAX_ATTEMPTS} classes")
+    raise InputError(f"cannot read {path}: its pickle names more than {MAX_ATTEMPTS} classes")

@@ -94,8 +94,28 @@ def _value(text: str) -> Any:
         return text
 
 
+def _ranges() -> dict[str, Any]:
+    """Each number's argparse type: what values the flag allows (swin_jax.arguments)."""
+    from swin_jax.arguments import NON_NEGATIVE, POSITIVE, number
+
+    probability, non_negative = number(0, 1), number(0)
+    return dict(
+        val_split=number(0, 1, above=True, below=True), epochs=POSITIVE, batch_size=POSITIVE, accum_steps=POSITIVE,
+        lr=number(0, above=True), warmup_lr=non_negative, min_lr=non_negative, warmup_epochs=non_negative,
+        weight_decay=non_negative, clip_grad=non_negative, layer_decay=probability,
+        label_smoothing=number(0, 1, below=True), mixup=non_negative, cutmix=non_negative,
+        mixup_switch_prob=probability, crop_scale=number(0, 1, above=True), hflip=probability,
+        color_jitter=non_negative, reprob=probability, crop_pct=number(0, above=True), shift=NON_NEGATIVE,
+        workers=NON_NEGATIVE, drop_path=number(0, 1, below=True), ema_decay=number(0, 1, below=True),
+        ckpt_every=NON_NEGATIVE, keep=POSITIVE, max_steps=NON_NEGATIVE, num_processes=POSITIVE,
+        process_id=NON_NEGATIVE, img_size=POSITIVE)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from swin_jax.arguments import Parser
+
+    ranges = _ranges()
+    parser = Parser(
         prog="swin-jax train", description="Train or fine-tune a ViT or Swin with optax on every local device "
                                           "(and host); `--preset digits` is the default job.")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named set of options")
@@ -106,27 +126,28 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument("--model-arg", dest="model_args", action="append", metavar="KEY=VALUE",
                                 help="override of the model config, e.g. embed_dim=64 (repeatable)")
         elif f.name == "img_size":
-            parser.add_argument(flag, nargs=2, type=int, metavar=("H", "W"), help="image size (default: the model's)")
+            parser.add_argument(flag, nargs=2, type=ranges["img_size"], metavar=("H", "W"),
+                                help="image size (default: the model's)")
         elif isinstance(default, bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
-            if f.name in ("num_processes", "process_id", "workers"):
-                kind: type = int
-            elif f.name == "crop_pct":
-                kind = float
+            if f.name in ranges:
+                kind: Any = ranges[f.name]
             elif default is None or isinstance(default, str):
                 kind = str
             else:
                 kind = type(default)
             choices = {"on_bad_image": ("error", "skip"), "train_interpolation": ("bicubic", "bilinear", "random"),
-                       "interpolation": ("bicubic", "bilinear"), "remat": REMAT_CHOICES}.get(f.name)
+                       "interpolation": ("bicubic", "bilinear"), "remat": REMAT_CHOICES,
+                       "dtype": ("float32", "bfloat16")}.get(f.name)
             parser.add_argument(flag, type=kind, default=None, choices=choices, help=f"default {default}")
     return parser
 
 
 def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     """Command line -> TrainConfig: preset values first, then the flags given."""
-    args = vars(build_parser().parse_args(argv))
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
     values: dict[str, Any] = dict(PRESETS[args.pop("preset")]) if args.get("preset") else {}
     if args.get("model") and values.get("model_args") and _family(args["model"]) != _family(values["model"]):
         del values["model_args"]  # the preset's model options are its family's (a Swin's depths, windows)
@@ -135,7 +156,7 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
         extra = {}
         for item in model_args:
             if "=" not in item:
-                raise SystemExit(f"--model-arg wants KEY=VALUE, got {item!r}")
+                parser.error(f"argument --model-arg: wants KEY=VALUE, got {item!r}")
             key, text = item.split("=", 1)
             extra[key] = _value(text)
         values["model_args"] = {**values.get("model_args", {}), **extra}

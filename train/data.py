@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
+from swin_jax.arguments import InputError, MissingInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -84,13 +85,13 @@ def scan_image_folder(folder: str | Path, classes: Optional[list[str]] = None) -
     must have the training folder's classes)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"data directory not found: {folder}")
+        raise MissingInputError(f"data directory not found: {folder}")
     found = sorted((p.name for p in folder.iterdir() if p.is_dir()), key=natural_key)
     if not found:
-        raise ValueError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
+        raise InputError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
     if classes is not None and found != classes:
         missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
-        raise ValueError(f"{folder} does not have the training classes: missing {missing[:5]}, "
+        raise InputError(f"{folder} does not have the training classes: missing {missing[:5]}, "
                          f"unexpected {extra[:5]} ({len(found)} folders, {len(classes)} classes)")
     files, labels = [], []
     for label, name in enumerate(found):
@@ -99,7 +100,7 @@ def scan_image_folder(folder: str | Path, classes: Optional[list[str]] = None) -
         files += [str(folder / name / f) for f in names]
         labels += [label] * len(names)
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders of {folder}")
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders of {folder}")
     return FileSplit(tuple(files), np.array(labels, np.int32)), found
 
 
@@ -108,14 +109,14 @@ def load_image_folder(root: str | Path, img_size: tuple[int, int], val_split: fl
     exist; otherwise a stratified `val_split` of `root` is held out."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data directory not found: {root}")
+        raise MissingInputError(f"data directory not found: {root}")
     if (root / "train").is_dir() and (root / "val").is_dir():
         train, classes = scan_image_folder(root / "train")
         test, _ = scan_image_folder(root / "val", classes)
     else:
         files, classes = scan_image_folder(root)
         if len(files) < 2:
-            raise ValueError(f"{root} holds {len(files)} image(s): too few to split into train and test")
+            raise InputError(f"{root} holds {len(files)} image(s): too few to split into train and test")
         tr, te = _stratified_split(files.labels, val_split, seed)
         train = FileSplit(tuple(files.files[i] for i in tr), files.labels[tr])
         test = FileSplit(tuple(files.files[i] for i in te), files.labels[te])

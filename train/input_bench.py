@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
+from swin_jax.arguments import InputError
 
 if TYPE_CHECKING:  # for annotations only: the methods import what they run
     from train.pipeline import Batches
@@ -223,7 +224,7 @@ class TimmPipeline:
 
     def epoch(self, count: int) -> Iterator[Any]:
         if count != len(self.loader):
-            raise ValueError(f"timm's epochs here hold {len(self.loader)} batches, not {count}")
+            raise InputError(f"timm's epochs here hold {len(self.loader)} batches, not {count}")
         with warnings.catch_warnings():
             # torch's DataLoader forks its workers (its default on Linux); JAX warns about any
             # fork of its process, but the workers never touch JAX
@@ -501,9 +502,9 @@ def run_input_bench(data: Optional[str | Path] = None, workers: Sequence[int] = 
 
     unknown = [r for r in recipes if r not in RECIPES]
     if unknown or not recipes:
-        raise ValueError(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
+        raise InputError(f"unknown recipe(s) {unknown}; choose from {list(RECIPES)}")
     if not workers or min(workers) < 0 or min(batch, batches, repeats, train_batch, train_steps) < 1:
-        raise ValueError("workers must be >= 0; batch, batches, repeats and train steps >= 1")
+        raise InputError("workers must be >= 0; batch, batches, repeats and train steps >= 1")
     img_size = (int(img_size[0]), int(img_size[1]))
     load_start = os.getloadavg()[0]
     tmp = None
@@ -514,7 +515,7 @@ def run_input_bench(data: Optional[str | Path] = None, workers: Sequence[int] = 
     try:
         split, classes = scan_image_folder(data)
         if len(split) < max(batch, train_batch if train_overhead else 1):
-            raise ValueError(f"{data} holds {len(split)} images: fewer than one batch of {batch}")
+            raise InputError(f"{data} holds {len(split)} images: fewer than one batch of {batch}")
         folder = describe_folder(split)
         log(f"data: {folder['files']} files, {folder['mean_kib']:.0f} KiB on average; batch {batch}, "
             f"{img_size[0]}x{img_size[1]}, {batches} timed batches x {repeats} rounds")

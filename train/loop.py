@@ -25,7 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
-from swin_jax.arguments import InputError, check_output
+from swin_jax.arguments import InputError, check_output, run_command
 from swin_jax.checkpoint_io import write_atomic
 from swin_jax.configs import PRETRAINED
 from train.config import TrainConfig
@@ -386,7 +386,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     test_plan = BatchPlan(len(data.test), cfg.batch_size, cfg.seed, False, jax.process_index(), jax.process_count())
     steps_per_epoch = train_plan.steps_per_epoch
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(data.train)} training images make no batch of {cfg.batch_size}")
+        raise InputError(f"{len(data.train)} training images make no batch of {cfg.batch_size}")
     total_steps = cfg.epochs * steps_per_epoch
     if cfg.max_steps:
         total_steps = min(total_steps, cfg.max_steps)
@@ -404,7 +404,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     mesh = Mesh(np.array(jax.devices()), (DATA_AXIS,))
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P(DATA_AXIS))
     if cfg.batch_size % jax.device_count():
-        raise ValueError(f"batch size {cfg.batch_size} does not split over {jax.device_count()} devices")
+        raise InputError(f"batch size {cfg.batch_size} does not split over {jax.device_count()} devices")
     params = initial_params(cfg, model, log)
     new_state = functools.partial(create_train_state, tx=tx, ema=cfg.ema_decay > 0)
     placement = state_shardings(jax.eval_shape(new_state, params), mesh, cfg.fsdp)  # where each array lives
@@ -431,13 +431,13 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
         except Exception as err:  # orbax's errors name its internals, not the problem
-            raise ValueError(f"cannot resume from {out / 'checkpoints' / str(manager.latest_step())}: it does not hold "
+            raise InputError(f"cannot resume from {out / 'checkpoints' / str(manager.latest_step())}: it does not hold "
                              f"this run's training state and input-pipeline state ({type(err).__name__}: "
                              f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
         check_state(restored.data, identity)
         state, start = restored.state, int(restored.data["next_step"])
         if start != int(state.step):
-            raise ValueError(f"checkpoint {manager.latest_step()}: iterator at step {start}, state at {int(state.step)}")
+            raise InputError(f"checkpoint {manager.latest_step()}: iterator at step {start}, state at {int(state.step)}")
         log(f"resumed from step {start} (epoch {start / steps_per_epoch:.2f}) in {out / 'checkpoints'}")
     if main_process:
         config_text = json.dumps(dataclasses.asdict(cfg), indent=1, default=str)
@@ -480,7 +480,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                 result = compiled_eval[0](params, batch)
                 totals = {k: totals[k] + float(result[k]) for k in totals}
         if totals["count"] == 0:
-            raise ValueError(f"no readable test image among the {len(data.test)} of the test split")
+            raise InputError(f"no readable test image among the {len(data.test)} of the test split")
         count = totals["count"]
         return totals["loss_sum"] / count, totals["correct"] / count, int(totals["correct"]), int(count)
 
@@ -571,12 +571,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     from train.config import parse_config
 
     cfg = parse_config(argv)
-    try:
-        train(cfg)
-    except TrainingDiverged as err:
-        print(f"swin-jax train: stopped: {err}", flush=True)
-        return 1
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        print(f"swin-jax train: error: {err}", flush=True)
-        return 2
-    return 0
+
+    def work() -> int:
+        try:
+            train(cfg)
+        except TrainingDiverged as err:
+            print(f"swin-jax train: stopped: {err}", flush=True)
+            return 1
+        return 0
+
+    return run_command("swin-jax train", work, stream=sys.stdout)  # the run's log is on stdout too

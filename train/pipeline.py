@@ -26,6 +26,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import numpy as np
 
 from train.data import ArraySplit, FileSplit, shift_image
+from swin_jax.arguments import InputError
 
 ON_BAD_IMAGE = ("error", "skip")
 MAX_SKIPS = 64  # unreadable files in a row before a skip becomes an error
@@ -73,7 +74,7 @@ class BatchPlan:
 
     def __post_init__(self) -> None:
         if self.batch_size % self.process_count:
-            raise ValueError(f"batch size {self.batch_size} does not split over {self.process_count} processes")
+            raise InputError(f"batch size {self.batch_size} does not split over {self.process_count} processes")
 
     @property
     def per_process(self) -> int:
@@ -281,7 +282,7 @@ def host_batches(split: Union[FileSplit, ArraySplit], plan: BatchPlan, transform
     import grain
 
     if on_bad_image not in ON_BAD_IMAGE:
-        raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
+        raise InputError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
     fn = LoadExample(split, plan, transform, start_step, on_bad_image, erase_capacity)
     slots = max(stop_step - start_step, 0) * plan.per_process
     dataset = grain.MapDataset.range(slots).map(fn).batch(plan.per_process, drop_remainder=True,
@@ -405,5 +406,5 @@ def check_state(saved: dict, identity: dict) -> None:
     changed = [k for k in identity if k in saved and saved[k] != identity[k]]
     if changed:
         detail = ", ".join(f"{k}: {saved[k]!r} then, {identity[k]!r} now" for k in changed)
-        raise ValueError(f"the checkpoint's input pipeline does not match this run ({detail}); "
+        raise InputError(f"the checkpoint's input pipeline does not match this run ({detail}); "
                          f"resume with the same data, seed and batch size, or start a new --out-dir")

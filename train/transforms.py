@@ -31,6 +31,7 @@ from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
+from swin_jax.arguments import InputError
 
 __all__ = [
     "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "pil_interpolation",
@@ -61,7 +62,7 @@ def pil_interpolation(name: str) -> int:
     try:
         return _STR_TO_PIL[name]
     except KeyError:
-        raise ValueError(f"unknown interpolation {name!r}; expected one of {sorted(_STR_TO_PIL)}") from None
+        raise InputError(f"unknown interpolation {name!r}; expected one of {sorted(_STR_TO_PIL)}") from None
 
 
 def _uniform(rng: np.random.Generator, a: float, b: float) -> float:
@@ -140,7 +141,7 @@ def _check_jitter(value, name: str, center: float = 1.0, bound=(0.0, float("inf"
     """torchvision ``ColorJitter._check_input``: a number v -> [center - v, center + v]; None when off."""
     if isinstance(value, (int, float, np.integer, np.floating)):
         if value < 0:
-            raise ValueError(f"If {name} is a single number, it must be non negative.")
+            raise InputError(f"If {name} is a single number, it must be non negative.")
         value = [center - float(value), center + float(value)]
         if clip_first_on_zero:
             value[0] = max(value[0], 0.0)
@@ -149,7 +150,7 @@ def _check_jitter(value, name: str, center: float = 1.0, bound=(0.0, float("inf"
     else:
         raise TypeError(f"{name} should be a single number or a list/tuple with length 2.")
     if not bound[0] <= value[0] <= value[1] <= bound[1]:
-        raise ValueError(f"{name} values should be between {bound}, but got {value}.")
+        raise InputError(f"{name} values should be between {bound}, but got {value}.")
     if value[0] == value[1] == center:
         return None
     return value[0], value[1]
@@ -196,7 +197,7 @@ def adjust_saturation(img: Image.Image, factor: float) -> Image.Image:
 def adjust_hue(img: Image.Image, factor: float) -> Image.Image:
     """torchvision ``F.adjust_hue`` on PIL: shift the HSV hue byte with uint8 wrap-around."""
     if not -0.5 <= factor <= 0.5:
-        raise ValueError(f"hue_factor ({factor}) is not in [-0.5, 0.5].")
+        raise InputError(f"hue_factor ({factor}) is not in [-0.5, 0.5].")
     mode = img.mode
     if mode in {"L", "1", "I", "F"}:
         return img
@@ -291,7 +292,7 @@ def _level_args(name: str, level: float, hparams: Mapping, negate: bool) -> tupl
         lo, hi = (0.5, 1.0) if name == "Desaturate" else (0.1, 2.0)
         value = lo + (hi - lo) * (level / _LEVEL_DENOM)
         return max(lo, min(hi, value)),
-    raise ValueError(f"unknown RandAugment op {name!r}")
+    raise InputError(f"unknown RandAugment op {name!r}")
 
 
 def _affine(img: Image.Image, matrix: tuple, resample: int, fillcolor) -> Image.Image:
@@ -348,7 +349,7 @@ def _apply_op(img: Image.Image, name: str, args: tuple, resample: int, fillcolor
         return ImageEnhance.Color(img).enhance(min(1.0, max(0.0, 1.0 - args[0])))
     if name == "GaussianBlur":
         return img.filter(ImageFilter.GaussianBlur(radius=args[0]))
-    raise ValueError(f"unknown RandAugment op {name!r}")
+    raise InputError(f"unknown RandAugment op {name!r}")
 
 
 def augment_op(img: Image.Image, name: str, magnitude: float, hparams: Mapping, negate: bool,
@@ -396,7 +397,7 @@ class RandAugment:
         transforms_name: Optional[str] = None
         sections = config.split("-")
         if sections[0] != "rand":
-            raise ValueError(f"RandAugment config must start with 'rand': {config!r}")
+            raise InputError(f"RandAugment config must start with 'rand': {config!r}")
         for c in sections[1:]:
             if c.startswith("t"):
                 transforms_name = transforms_name or c[1:]
@@ -419,7 +420,7 @@ class RandAugment:
             elif key == "p":
                 prob = float(val)
             else:
-                raise ValueError(f"Unknown RandAugment config section {c!r} in {config!r}")
+                raise InputError(f"Unknown RandAugment config section {c!r} in {config!r}")
 
         choice_weights = None
         if transforms_name is None:
@@ -545,7 +546,7 @@ def erasing_noise(box: Sequence[int], channels: int, rng: np.random.Generator,
     if out is None:
         return rng.standard_normal(size, dtype=np.float32)
     if size > len(out):
-        raise ValueError(f"erasing box {[top, bottom, left, right]} is larger than its buffer ({len(out) // channels} pixels)")
+        raise InputError(f"erasing box {[top, bottom, left, right]} is larger than its buffer ({len(out) // channels} pixels)")
     return rng.standard_normal(size, dtype=np.float32, out=out[:size])
 
 
@@ -647,7 +648,7 @@ class TrainTransform:
         disable_color_jitter = False
         if self.auto_augment:
             if not self.auto_augment.startswith("rand"):
-                raise ValueError(f"only RandAugment ('rand-...') is supported, got {self.auto_augment!r}")
+                raise InputError(f"only RandAugment ('rand-...') is supported, got {self.auto_augment!r}")
             disable_color_jitter = not (self.force_color_jitter or "3a" in self.auto_augment)
             # create_transform's aa_params (transforms_imagenet_train)
             hparams: dict = {
@@ -661,7 +662,7 @@ class TrainTransform:
             cj = self.color_jitter
             if isinstance(cj, (list, tuple)):
                 if len(cj) not in (3, 4):
-                    raise ValueError("color_jitter must be a number or a 3- or 4-tuple")
+                    raise InputError("color_jitter must be a number or a 3- or 4-tuple")
                 cj = tuple(cj) + (0.0,) * (4 - len(cj))
             else:  # a scalar jitters brightness, contrast and saturation, not hue
                 cj = (float(cj),) * 3 + (0.0,)

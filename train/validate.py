@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
+from swin_jax.arguments import InputError
 
 
 def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch_size: int = 64,
@@ -36,11 +37,12 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     from train.loop import prepare_images
     from train.pipeline import BatchPlan, Batches, EvalTransform, default_workers, host_batches
 
+    swin_jax.get_config(model_name)  # an unknown name fails before anything is read
     read = read_checkpoint(checkpoint, layout, use_ema)
     state, layout = read.state_dict, read.layout
     num_classes = infer_num_classes(state, MODEL_CONFIGS[model_name][0], layout)
     if num_classes == 0:
-        raise ValueError(f"{checkpoint} has no classifier head: there is nothing to validate")
+        raise InputError(f"{checkpoint} has no classifier head: there is nothing to validate")
     overrides = dict(model_args or {}, num_classes=num_classes)
     if img_size:
         overrides["img_size"] = tuple(img_size)
@@ -48,7 +50,7 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     params = from_torch(model, state, layout)
     split, classes = scan_image_folder(data)
     if len(classes) > num_classes:
-        raise ValueError(f"{data} has {len(classes)} class folders but the checkpoint's head has {num_classes} classes")
+        raise InputError(f"{data} has {len(classes)} class folders but the checkpoint's head has {num_classes} classes")
     if len(classes) != num_classes:  # as timm without a class map: label i is the i-th folder
         log(f"warning: {data} has {len(classes)} class folders and the head {num_classes} classes; "
             f"folder i is scored as class i")
@@ -94,7 +96,7 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     for path in skipped:
         log(f"skipped unreadable image {path}")
     if not rows:
-        raise ValueError(f"no readable images in {data}")
+        raise InputError(f"no readable images in {data}")
     top1 = 100 * float(np.mean([r["top"][0] == r["label"] for r in rows]))
     top5 = 100 * float(np.mean([r["label"] in r["top"] for r in rows]))
     return dict(model=model_name, checkpoint=str(checkpoint), images=len(rows), skipped=skipped, top1=top1,
@@ -116,6 +118,7 @@ def write_predictions(result: dict, path: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `swin-jax validate` flags."""
+    from swin_jax.arguments import NON_NEGATIVE, POSITIVE, number
     from swin_jax.cli import USE_EMA_HELP
 
     parser.add_argument("model", help="registered model name, e.g. swin_tiny_patch4_window7_224")
@@ -124,10 +127,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--use-ema", action="store_true", help=USE_EMA_HELP)
     parser.add_argument("--data", required=True, help="ImageFolder root: DATA/<class>/<image> (classes in natural order)")
     parser.add_argument("--layout", help="layout of the checkpoint (default: detected)")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, help="decoding processes (default: CPU count - 1; 0: in-process)")
-    parser.add_argument("--img-size", nargs=2, type=int, metavar=("H", "W"), help="input size (default: the model's)")
-    parser.add_argument("--crop-pct", type=float, help="default: the model's (timm's for its default weights)")
+    parser.add_argument("--batch-size", type=POSITIVE, default=64)
+    parser.add_argument("--workers", type=NON_NEGATIVE, help="decoding processes (default: CPU count - 1; 0: in-process)")
+    parser.add_argument("--img-size", nargs=2, type=POSITIVE, metavar=("H", "W"), help="input size (default: the model's)")
+    parser.add_argument("--crop-pct", type=number(0, above=True),
+                        help="default: the model's (timm's for its default weights)")
     parser.add_argument("--interpolation", choices=("bicubic", "bilinear"), help="default: the model's")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="override of the model config, e.g. embed_dim=64 (repeatable)")
@@ -147,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     for item in args.model_arg:
         key, sep, text = item.partition("=")
         if not sep:
-            raise ValueError(f"--model-arg wants KEY=VALUE, got {item!r}")
+            raise InputError(f"--model-arg wants KEY=VALUE, got {item!r}")
         model_args[key] = _value(text)
     result = validate(args.model, args.checkpoint, args.data, batch_size=args.batch_size, workers=args.workers,
                       img_size=args.img_size, crop_pct=args.crop_pct, interpolation=args.interpolation,
