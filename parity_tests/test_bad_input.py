@@ -3,6 +3,8 @@ it counts), and a training run never mixes with or replaces another's without be
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +155,47 @@ def test_out_of_range_arguments_are_one_line_naming_the_flag(argv, flag, capsys)
     lines = err.strip().splitlines()
     assert exit_.value.code == 2 and len(lines) == 1, err
     assert f"argument {flag}" in lines[0] and lines[0].startswith("swin-jax "), lines[0]
+
+
+@pytest.fixture(scope="module")
+def swin_b_file(tmp_path_factory) -> Path:
+    """A Swin-B-sized timm checkpoint (88M parameters, 350 MB)."""
+    from safetensors.torch import save_file
+
+    import swin_torch_ref
+
+    path = tmp_path_factory.mktemp("swin_b") / "swin_b.safetensors"
+    state = swin_torch_ref.create_model("swin_base_patch4_window7_224").state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum,status,word", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+def test_a_signal_during_convert_leaves_nothing_behind(swin_b_file, tmp_path, signum, status, word):
+    """Ctrl-C or SIGTERM while `convert` writes its output: one line, exit 130 / 143, no output
+    and no temporary file left (the signal is sent once the temporary file exists)."""
+    out = tmp_path / "out" / "swin_b.msgpack"
+    out.parent.mkdir()
+    proc = run_cli("swin-jax", "convert", swin_b_file, out, "--model", "swin_base_patch4_window7_224", wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(out.parent.glob(".*.tmp")):
+        time.sleep(0.002)
+    assert proc.poll() is None, proc.stdout.read()  # still writing
+    proc.send_signal(signum)
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == status, text
+    assert f"swin-jax convert: {word}" in text and "Traceback" not in text, text
+    assert list(out.parent.iterdir()) == []  # neither the output nor its temporary file
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--data", "/nonexistent/images"], "data directory not found"),
+    (["--model", "swin_tinny"], "unknown model 'swin_tinny'"),
+    (["--init", "/nonexistent/ck.pth"], "checkpoint file not found"),
+    (["--batch-size", "5000"], "make no batch of 5000"),
+])
+def test_a_refused_run_creates_no_folder(tmp_path, capsys, extra, message):
+    out = tmp_path / "run"
+    line = _error_line(*_train(capsys, out, *extra))
+    assert message in line and not out.exists(), line

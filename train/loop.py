@@ -373,8 +373,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     init_distributed(cfg)
     main_process = jax.process_index() == 0
     log = log if main_process else (lambda *a, **k: None)
-    out = Path(cfg.out_dir).absolute()
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(cfg.out_dir).absolute()  # created once the data, model and weights are known to be good
 
     probe = swin_jax.get_config(cfg.model, **cfg.model_args)
     img_size = tuple(cfg.img_size or probe.img_size)
@@ -420,6 +419,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     # What the saved iterator state must match on resume (the batches are a function of these).
     identity = dict(seed=cfg.seed, batch_size=cfg.batch_size, train_examples=len(data.train),
                     train_source=source_fingerprint(data.train))
+    out.mkdir(parents=True, exist_ok=True)
     manager = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep, enable_async_checkpointing=False, create=True))
     start = 0
