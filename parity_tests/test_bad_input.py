@@ -199,3 +199,20 @@ def test_a_refused_run_creates_no_folder(tmp_path, capsys, extra, message):
     out = tmp_path / "run"
     line = _error_line(*_train(capsys, out, *extra))
     assert message in line and not out.exists(), line
+
+
+@pytest.mark.parametrize("address,message", [
+    ("notahost:99999", "port 99999 is out of range (1-65535)"),
+    ("no-such-host.invalid:1234", "the host name 'no-such-host.invalid' does not resolve"),
+    ("localhost", "--coordinator wants HOST:PORT"),
+])
+def test_a_bad_coordinator_is_one_line_not_a_hang(tmp_path, capsys, address, message):
+    out = tmp_path / "run"
+    line = _error_line(*_train(capsys, out, "--coordinator", address, "--num-processes", 2, "--process-id", 0))
+    assert message in line and not out.exists(), line
+
+
+def test_a_process_id_beyond_the_count_is_refused(tmp_path, capsys):
+    line = _error_line(*_train(capsys, tmp_path / "run", "--coordinator", "127.0.0.1:1234", "--num-processes", 2,
+                               "--process-id", 2))
+    assert "--process-id 2 is not below --num-processes 2" in line

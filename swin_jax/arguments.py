@@ -12,6 +12,7 @@ import errno
 import math
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -67,6 +68,34 @@ def check_input_file(path: str | os.PathLike, what: str = "checkpoint file") -> 
     if not os.access(path, os.R_OK):
         raise InputError(f"{what} {path} cannot be read: permission denied")
     return path
+
+
+def check_address(address: str, flag: str, resolve_timeout: float = 5.0) -> tuple[str, int]:
+    """`HOST:PORT` (`[IPv6]:PORT` too) with a port in 1-65535 and a host name that resolves within
+    `resolve_timeout` seconds: (host, port)."""
+    host, sep, port_text = address.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit():
+        raise InputError(f"{flag} wants HOST:PORT, got {address!r}")
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise InputError(f"{flag} {address}: port {port} is out of range (1-65535)")
+    found: list[Any] = []
+
+    def look_up() -> None:
+        try:
+            found.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+        except OSError as err:
+            found.append(err)
+
+    thread = threading.Thread(target=look_up, daemon=True)  # getaddrinfo has no timeout of its own
+    thread.start()
+    thread.join(resolve_timeout)
+    if not found:
+        raise InputError(f"{flag} {address}: the host name {host!r} did not resolve within {resolve_timeout:g} s")
+    if isinstance(found[0], OSError):
+        raise InputError(f"{flag} {address}: the host name {host!r} does not resolve ({found[0].strerror or found[0]})")
+    return host, port
 
 
 def check_output(path: str | os.PathLike, flag: str, inputs: Mapping[str, Optional[str | os.PathLike]]) -> Path:

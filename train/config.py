@@ -64,6 +64,7 @@ class TrainConfig:
     coordinator: Optional[str] = None  # multi-host: "host:port" of process 0
     num_processes: Optional[int] = None
     process_id: Optional[int] = None
+    init_timeout: int = 300  # multi-host: seconds to wait for every process to join (jax's initialization_timeout)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -108,7 +109,7 @@ def _ranges() -> dict[str, Any]:
         color_jitter=non_negative, reprob=probability, crop_pct=number(0, above=True), shift=NON_NEGATIVE,
         workers=NON_NEGATIVE, drop_path=number(0, 1, below=True), ema_decay=number(0, 1, below=True),
         ckpt_every=NON_NEGATIVE, keep=POSITIVE, max_steps=NON_NEGATIVE, num_processes=POSITIVE,
-        process_id=NON_NEGATIVE, img_size=POSITIVE)
+        process_id=NON_NEGATIVE, init_timeout=POSITIVE, img_size=POSITIVE)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
-from swin_jax.arguments import InputError, check_output, run_command
+from swin_jax.arguments import InputError, check_address, check_output, run_command
 from swin_jax.checkpoint_io import write_atomic
 from swin_jax.configs import PRETRAINED
 from train.config import TrainConfig
@@ -144,9 +144,20 @@ def init_distributed(cfg: TrainConfig) -> None:
         return
     count = cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
     index = cfg.process_id if cfg.process_id is not None else int(os.environ.get("JAX_PROCESS_ID", "0"))
+    check_address(address, "--coordinator")
+    if not 0 <= index < count:
+        raise InputError(f"--process-id {index} is not below --num-processes {count}")
     if jax.config.jax_platforms in (None, "", "cpu") and count > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
-    jax.distributed.initialize(address, num_processes=count, process_id=index)
+    print(f"process {index} of {count}: joining the run at {address} (waiting up to {cfg.init_timeout} s for "
+          f"every process; --init-timeout)", flush=True)
+    try:
+        jax.distributed.initialize(address, num_processes=count, process_id=index,
+                                   initialization_timeout=cfg.init_timeout)
+    except Exception as err:  # jax's own error is a long C++ status; what failed is the joining
+        detail = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise InputError(f"process {index} of {count} could not join the run at {address} within "
+                         f"{cfg.init_timeout} s (--init-timeout): {detail[:300]}") from None
 
 
 def build_model(cfg: TrainConfig, num_classes: int, in_chans: int) -> Any:
