@@ -15,6 +15,7 @@ the device writes them into the normalised image.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import os
 import queue
@@ -393,6 +394,12 @@ class Batches:
         close = getattr(self.host, "close", None)
         if close is not None:
             close()
+        while not self._queue.empty():  # batches made ahead and never taken
+            self._queue.get_nowait()
+        # A batch built in a worker lives in a shared-memory segment until its last array is
+        # freed; one held in a reference cycle would outlive the process's exit, and Python's
+        # resource tracker then warns of a leaked segment. Free such cycles now.
+        gc.collect()
 
     def __enter__(self) -> "Batches":
         return self
