@@ -3,6 +3,7 @@ it counts), and a training run never mixes with or replaces another's without be
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -236,3 +237,77 @@ def test_validate_leaks_no_shared_memory(tmp_path, workers):
                      "--model-arg", "depth=1", "--workers", workers)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "top-1" in result.stdout and "leaked" not in result.stderr and "Warning" not in result.stderr, result.stderr
+
+
+@pytest.fixture(scope="module")
+def bad_files(tmp_path_factory, vit_file) -> dict[str, Path]:
+    """Checkpoint files that are wrong in one way each, and things that are not files."""
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path_factory.mktemp("bad_files")
+    good = load_file(str(vit_file))
+    torch.save({}, folder / "empty.pth")
+    torch.save({"a.b": torch.ones(1)}, folder / "odd.pth")
+    np.savez(folder / "empty.npz")
+    torch.save({k: (v * 100).to(torch.int8) for k, v in good.items()}, folder / "int8.pth")
+    torch.save({**good, "head.weight": torch.tensor(1.0)}, folder / "scalar_head.pth")
+    torch.save({k: v for k, v in good.items() if not k.startswith("patch_embed")}, folder / "partial.pth")
+    (folder / "loop.pth").symlink_to(folder / "loop.pth")
+    (folder / "dangling.pth").symlink_to(folder / "nowhere.pth")
+    (folder / "folder.pth").mkdir()
+    swin = swin_jax.create_model("swin_tiny_patch4_window7_224", embed_dim=24, depths=(1, 1), num_heads=(1, 2),
+                                 patch_size=2, window_size=4, img_size=32, num_classes=3)
+    swin_jax.save_checkpoint(swin, swin_jax.init_params(swin, 0), folder / "swin.safetensors")
+    (folder / "a_file").write_text("not a folder")
+    (folder / "data" / "a").mkdir(parents=True)
+    return {p.name: p for p in folder.iterdir()} | {"/dev/null": Path("/dev/null")}
+
+
+BAD_FILES = [  # (command line with {name} for a bad file, what the one line says)
+    (["inspect", "{empty.pth}"], "holds no tensors (an empty dict)"),
+    (["inspect", "{empty.npz}"], "holds no tensors"),
+    (["convert", "{int8.pth}", "{out}", "--model", VIT], "weight tensor(s) of a dtype that cannot hold weights: "),
+    (["inspect", "{scalar_head.pth}"], "the checkpoint's classifier head.weight has shape (), not (classes, features)"),
+    (["convert", "{scalar_head.pth}", "{out}", "--model", VIT], "head.weight has shape ()"),
+    (["inspect", "{partial.pth}"], "are not a whole model: it has no patch_embed.proj.weight"),
+    (["inspect", "{loop.pth}"], "is a symbolic link loop"),
+    (["inspect", "{dangling.pth}"], "which does not exist"),
+    (["inspect", "{folder.pth}"], "is a folder, not a file"),
+    (["inspect", "{/dev/null}"], "is not a regular file"),
+    (["validate", VIT, "--checkpoint", "{swin.safetensors}", "--data", "{data}"],
+     "holds a Swin Transformer V1 (swin family, timm layout), but vit_tiny_patch16_224 is a Vision Transformer"),
+    (["validate", "nosuchmodel", "--checkpoint", "{swin.safetensors}", "--data", "{data}"], "unknown model 'nosuchmodel'"),
+    (["convert", "{swin.safetensors}", "{out_npz}", "--model", "swin_tiny_patch4_window7_224", "--in-layout", "hf"],
+     "checkpoint does not match the SwinTransformer model (hf layout)"),
+    (["convert", "{odd.pth}", "{out_npz}", "--model", VIT, "--layout", "hf"],  # --layout names the output's
+     "cannot tell the checkpoint's layout from its 1 keys (a.b); name it (--layout; convert's --in-layout"),
+    (["train", "--data", "{a_file}"], "is a file, not an ImageFolder directory"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_FILES, ids=[f"{a[0]} {a[-1] if '{' in a[-1] else a[1]}" for a, _ in BAD_FILES])
+def test_bad_files_are_one_line(bad_files, tmp_path, capsys, argv, message):
+    names = {**{k: str(v) for k, v in bad_files.items()}, "out": str(tmp_path / "out.msgpack"),
+             "out_npz": str(tmp_path / "out.npz")}
+    argv = [re.sub(r"\{([^}]+)\}", lambda m: names[m[1]], a) for a in argv]
+    if argv[0] == "train":
+        argv += ["--out-dir", str(tmp_path / "run")]
+    status = cli.main(argv)
+    out = capsys.readouterr()
+    line = _error_line(status, out.out, out.err)
+    assert message in line, line
+    assert list(tmp_path.iterdir()) == []  # no output, no temp file, no run folder
+
+
+def test_nonfinite_weights_are_named(tmp_path, capsys, vit_file):
+    import torch
+    from safetensors.torch import load_file
+
+    state = load_file(str(vit_file))
+    state["blocks.0.mlp.fc2.bias"][3] = float("nan")
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    model = swin_jax.create_model(VIT, img_size=32, depth=1, num_classes=3)
+    with pytest.warns(UserWarning, match=r"1 weight tensor\(s\) hold NaN or inf: blocks.0.mlp.fc2.bias \(1 of 192\)"):
+        swin_jax.load_checkpoint(model, path)

@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn, Optional, TextIO
 
@@ -183,13 +184,24 @@ def run_command(prog: str, work: Callable[[], int], describe: Callable[[InputErr
                 stream: Optional[TextIO] = None) -> int:
     """Run a command's `work` and return its exit status: an `InputError` becomes one line
     (`PROG: error: ...`, `describe` words it) and 2, Ctrl-C 130, SIGTERM 143 (each one line, after
-    the clean-up its `finally` blocks do). Any other exception is a bug: it keeps its traceback."""
+    the clean-up its `finally` blocks do). Any other exception is a bug: it keeps its traceback.
+    Warnings of swin_jax's own (NaN weights, say) are one `PROG: warning: ...` line each."""
     stream = stream or sys.stderr  # looked up now: a test may have replaced it
     handler = None
     if threading.current_thread() is threading.main_thread():
         handler = signal.signal(signal.SIGTERM, _terminate)
+    def show(message: Any, category: type, filename: str, *rest: Any, **kwargs: Any) -> None:
+        if "swin_jax" in filename or "/train/" in filename or issubclass(category, UserWarning) and \
+                category.__module__.startswith(("swin_jax", "train")):
+            print(f"{prog}: warning: {message}", file=stream, flush=True)
+        else:
+            shown(message, category, filename, *rest, **kwargs)
+
+    shown = warnings.showwarning
     try:
-        return work()
+        with warnings.catch_warnings():
+            warnings.showwarning = show
+            return work()
     except InputError as err:
         print(f"{prog}: error: {describe(err)}", file=stream, flush=True)
         return EXIT_BAD_INPUT

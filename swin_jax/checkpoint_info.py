@@ -34,6 +34,7 @@ class CheckpointInfo:
     weight_set: str = ""  # the container key read (a training checkpoint's `state_dict`, ...); "" for a flat file
     weight_sets: tuple[str, ...] = ()  # every weight set the file holds
     prefix: str = ""  # the wrapper prefix stripped from every key
+    dtypes: dict[str, int] = field(default_factory=dict)  # tensors per dtype, buffers included
 
     def summary(self) -> str:
         lines = []
@@ -48,6 +49,7 @@ class CheckpointInfo:
                  f"family      {self.family} ({FAMILY_NAMES[self.family]})"]
         lines += [f"kind        {self.kind}"] if self.kind else []
         lines += [f"parameters  {self.num_params:,} in {self.num_tensors} tensors"]
+        lines += [f"dtypes      {', '.join(f'{d} ({n})' for d, n in self.dtypes.items())}"] if self.dtypes else []
         for key, value in self.config.items():
             note = "  (guessed: not stored in the weights)" if key in self.guessed else ""
             lines.append(f"{key:<11} {value}{note}")
@@ -89,6 +91,15 @@ def _family(layout: str, keys: list[str]) -> str:
     return family
 
 
+def _classifier(t: dict[str, np.ndarray], key: str) -> int:
+    """The class count of a (classes, features) classifier weight; 0 without one."""
+    if key not in t:
+        return 0
+    if np.ndim(t[key]) != 2:
+        raise InputError(f"the checkpoint's classifier {key} has shape {tuple(np.shape(t[key]))}, not (classes, features)")
+    return int(np.shape(t[key])[0])
+
+
 def _swin_common(t: dict[str, np.ndarray], heads_key: str, heads_axis: int) -> dict[str, Any]:
     """What V1 and V2 weights fix alike: widths, depths, heads (axis `heads_axis` of each stage's
     `heads_key`), patch, channels, MLP ratio, classes."""
@@ -98,12 +109,12 @@ def _swin_common(t: dict[str, np.ndarray], heads_key: str, heads_axis: int) -> d
     for m in filter(None, blocks):
         depth_of[int(m[1])] = max(depth_of.get(int(m[1]), 0), int(m[2]) + 1)
     stages = range(len(depth_of))
-    head = t.get("head.fc.weight")
+    head = _classifier(t, "head.fc.weight")
     return dict(embed_dim=int(embed), depths=tuple(depth_of[i] for i in stages),
                 num_heads=tuple(int(t[heads_key.format(i=i)].shape[heads_axis]) for i in stages),
                 patch_size=int(patch), in_chans=int(in_chans),
                 mlp_ratio=t["layers.0.blocks.0.mlp.fc1.weight"].shape[0] / embed,
-                num_classes=0 if head is None else int(head.shape[0]))
+                num_classes=head)
 
 
 def _swin_config(t: dict[str, np.ndarray]) -> tuple[dict[str, Any], list[str]]:
@@ -190,7 +201,7 @@ def _vit_config(t: dict[str, np.ndarray], heads_hint: Optional[int]) -> tuple[di
     no_embed_class, grid = _pos_embed_grid(t["pos_embed"].shape[1], class_token + dist_token + reg_tokens,
                                            reg_tokens > 0)
     side = math.isqrt(max(grid, 0))
-    head = t.get("head.weight")
+    head = _classifier(t, "head.weight")
     q_norm = t.get("blocks.0.attn.q_norm.weight")  # (head_dim,): the head count follows
     if heads_hint is None and q_norm is not None and q_norm.shape[0] and embed % q_norm.shape[0] == 0:
         heads_hint = int(embed) // int(q_norm.shape[0])
@@ -198,7 +209,7 @@ def _vit_config(t: dict[str, np.ndarray], heads_hint: Optional[int]) -> tuple[di
     config = dict(embed_dim=int(embed), depth=depth, num_heads=heads_hint, patch_size=int(patch),
                   in_chans=int(in_chans), mlp_ratio=t["blocks.0.mlp.fc1.weight"].shape[0] / embed,
                   class_token=class_token, global_pool=pool,
-                  num_classes=0 if head is None else int(head.shape[0]),
+                  num_classes=head,
                   img_size=(side * patch, side * patch))
     # the options of today's checkpoints that the tensors show (defaults are left out)
     options = dict(reg_tokens=reg_tokens, dist_token=dist_token, no_embed_class=no_embed_class,
@@ -309,6 +320,9 @@ def describe(state_dict: Mapping[str, Any], layout: Optional[str] = None) -> Che
     info = CheckpointInfo(layout, family, config, kind, guessed, num_tensors=len(kept),
                           num_params=sum(int(np.prod(np.shape(v))) for v in kept), unrecorded=unrecorded)
     info.matches = _matches(family, config)
+    for value in state_dict.values():
+        dtype = str(getattr(value, "dtype", "?")).removeprefix("torch.")
+        info.dtypes[dtype] = info.dtypes.get(dtype, 0) + 1
     if "init_values" in config and info.matches:  # LayerScale's initial value: the registered model's
         config["init_values"] = MODEL_CONFIGS[info.matches[0]][1].get("init_values", config["init_values"])
     return info

@@ -81,6 +81,8 @@ def select_weights(obj: Any, path: str | Path, use_ema: bool = False) -> tuple[s
     tensors (a step count, a version string) are left out, as they load into no parameter."""
     if not isinstance(obj, Mapping):
         raise InputError(f"{path} holds a {type(obj).__name__}, not a state_dict of tensors")
+    if not obj:
+        raise InputError(f"{path} holds no tensors (an empty dict)")
     chosen: list[str] = []
     while (sets := weight_sets(obj)) and len(chosen) < 4:  # a pickle's dict may hold itself
         ema = [k for k in sets if k in EMA_WEIGHT_SETS]
@@ -140,6 +142,8 @@ def _read_weights(path: Path, use_ema: bool) -> tuple[str, dict[str, Any], tuple
     except Exception as err:  # each reader fails its own way on a damaged file
         raise InputError(f"cannot read {path}: the file is truncated or corrupted ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
+    if not tensors:
+        raise InputError(f"{path} holds no tensors")
     if use_ema:
         raise no_ema_weights(path, f"a {suffix} file holds one flat set of tensors")
     return "", tensors, ()

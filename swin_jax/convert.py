@@ -8,6 +8,7 @@ Conv kernels HWIO -> OIHW). The layout's rules take it from there to the file's 
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -204,6 +205,7 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
     layout = get_layout(layout or detect_layout(list(state_dict)))
     specs = _specs(model, layout)
     tensors = {k: to_numpy(v) for k, v in state_dict.items() if not layout.is_ignored(k)}
+    check_weight_values(tensors)
     tensors = apply_folds(layout, model.config, tensors, to_layout=False)
     claimed = {k for s in specs for k in s.keys}
     # a key that several parameters share (their slices of it) is listed once
@@ -236,6 +238,26 @@ def from_torch(model: nn.Module, state_dict: Mapping[str, Any], layout: str | La
             f"checkpoint does not match the {type(model).__name__} model ({layout.name} layout)",
             missing, unexpected, misshaped, option_hints(layout, model.config, specs, missing, unexpected, misshaped))
     return traverse_util.unflatten_dict(flat)
+
+
+class NonFiniteWeightsWarning(UserWarning):
+    """Weights that hold NaN or inf: converted as they are, and named."""
+
+
+def check_weight_values(tensors: Mapping[str, np.ndarray]) -> None:
+    """Weights are floating-point: a tensor of another dtype (ints, bool, complex) cannot hold
+    them and is refused by name (casting it would invent weights). Weights holding NaN or inf are
+    converted as they are, with a `NonFiniteWeightsWarning` naming them."""
+    wrong = [(k, str(v.dtype)) for k, v in tensors.items() if not jnp.issubdtype(v.dtype, jnp.floating)]
+    if wrong:
+        listed = ", ".join(f"{k} ({d})" for k, d in wrong[:6]) + (f", and {len(wrong) - 6} more" if len(wrong) > 6 else "")
+        raise InputError(f"{len(wrong)} weight tensor(s) of a dtype that cannot hold weights: {listed}")
+    bad = [(k, int(np.size(v) - np.isfinite(v).sum())) for k, v in tensors.items() if not np.isfinite(v).all()]
+    if bad:
+        listed = ", ".join(f"{k} ({n} of {np.size(tensors[k])})" for k, n in bad[:6])
+        more = f", and {len(bad) - 6} more" if len(bad) > 6 else ""
+        warnings.warn(f"{len(bad)} weight tensor(s) hold NaN or inf: {listed}{more}", NonFiniteWeightsWarning,
+                      stacklevel=3)
 
 
 def to_torch(model: nn.Module, params: Mapping[str, Any], layout: str | Layout = "timm",

@@ -704,6 +704,8 @@ def detect_layout(keys: Sequence[str]) -> str:
     found = layout_of_keys(keys)
     if found is not None:
         return found
-    sample = ", ".join(sorted(keys)[:4])
-    raise InputError(f"cannot tell the checkpoint's layout from its {len(keys)} keys ({sample}, ...); "
-                     f"pass --layout / layout= one of {', '.join(LAYOUTS)}")
+    if not keys:
+        raise InputError("the checkpoint holds no tensors")
+    sample = ", ".join(sorted(keys)[:4]) + (", ..." if len(keys) > 4 else "")
+    raise InputError(f"cannot tell the checkpoint's layout from its {len(keys)} keys ({sample}); name it (--layout; "
+                     f"convert's --in-layout for its input; layout= in Python): one of {', '.join(LAYOUTS)}")

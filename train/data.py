@@ -79,13 +79,20 @@ def natural_key(text: str) -> list:
     return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", text.lower())]
 
 
+def _check_folder(folder: Path) -> None:
+    """An ImageFolder root: a folder that exists (a file or a missing path says which)."""
+    if folder.is_file():
+        raise InputError(f"data {folder} is a file, not an ImageFolder directory (DATA/<class>/<image>)")
+    if not folder.is_dir():
+        raise MissingInputError(f"data directory not found: {folder}")
+
+
 def scan_image_folder(folder: str | Path, classes: Optional[list[str]] = None) -> tuple[FileSplit, list[str]]:
     """The images of an ImageFolder tree (`folder/<class>/<image>`), in timm's order: class
     folders and files sorted naturally. `classes` fixes the class list (a validation folder
     must have the training folder's classes)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise MissingInputError(f"data directory not found: {folder}")
+    _check_folder(folder)
     found = sorted((p.name for p in folder.iterdir() if p.is_dir()), key=natural_key)
     if not found:
         raise InputError(f"{folder} has no class folders (expected {folder}/<class>/<image>)")
@@ -108,8 +115,7 @@ def load_image_folder(root: str | Path, img_size: tuple[int, int], val_split: fl
     """An ImageFolder tree (a folder per class). `root/train` and `root/val` are used when both
     exist; otherwise a stratified `val_split` of `root` is held out."""
     root = Path(root)
-    if not root.is_dir():
-        raise MissingInputError(f"data directory not found: {root}")
+    _check_folder(root)
     if (root / "train").is_dir() and (root / "val").is_dir():
         train, classes = scan_image_folder(root / "train")
         test, _ = scan_image_folder(root / "val", classes)

@@ -32,7 +32,8 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     import swin_jax
     from swin_jax.checkpoint_io import read_checkpoint
     from swin_jax.configs import MODEL_CONFIGS
-    from swin_jax.convert import from_torch, infer_num_classes
+    from swin_jax.convert import CheckpointFamilyError, from_torch, infer_num_classes
+    from swin_jax.layouts import detect_family
     from train.data import scan_image_folder
     from train.loop import prepare_images
     from train.pipeline import BatchPlan, Batches, EvalTransform, default_workers, host_batches
@@ -40,7 +41,11 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     swin_jax.get_config(model_name)  # an unknown name fails before anything is read
     read = read_checkpoint(checkpoint, layout, use_ema)
     state, layout = read.state_dict, read.layout
-    num_classes = infer_num_classes(state, MODEL_CONFIGS[model_name][0], layout)
+    config_cls = MODEL_CONFIGS[model_name][0]
+    found = detect_family(layout, list(state))
+    if found is not None and found != config_cls.family:  # a Swin file for a ViT, say: no head of the model's kind
+        raise CheckpointFamilyError(found, config_cls.family, layout, model_name)
+    num_classes = infer_num_classes(state, config_cls, layout)
     if num_classes == 0:
         raise InputError(f"{checkpoint} has no classifier head: there is nothing to validate")
     overrides = dict(model_args or {}, num_classes=num_classes)
