@@ -8,6 +8,7 @@ import signal
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 
@@ -283,6 +284,11 @@ BAD_FILES = [  # (command line with {name} for a bad file, what the one line say
     (["convert", "{odd.pth}", "{out_npz}", "--model", VIT, "--layout", "hf"],  # --layout names the output's
      "cannot tell the checkpoint's layout from its 1 keys (a.b); name it (--layout; convert's --in-layout"),
     (["train", "--data", "{a_file}"], "is a file, not an ImageFolder directory"),
+    (["bench", VIT, "--json", "{folder.pth}"], "--json {folder.pth} is a folder; name a file to write"),
+    (["convert", "{swin.safetensors}", "{a_file}/x.msgpack", "--model", "swin_tiny_patch4_window7_224"],
+     "is a file, so no folder can be made there"),
+    (["validate", VIT, "--checkpoint", "{swin.safetensors}", "--data", "{data}", "--predictions", "{folder.pth}"],
+     "--predictions {folder.pth} is a folder"),
 ]
 
 
@@ -296,7 +302,7 @@ def test_bad_files_are_one_line(bad_files, tmp_path, capsys, argv, message):
     status = cli.main(argv)
     out = capsys.readouterr()
     line = _error_line(status, out.out, out.err)
-    assert message in line, line
+    assert re.sub(r"\{([^}]+)\}", lambda m: names[m[1]], message) in line, line
     assert list(tmp_path.iterdir()) == []  # no output, no temp file, no run folder
 
 
@@ -311,3 +317,22 @@ def test_nonfinite_weights_are_named(tmp_path, capsys, vit_file):
     model = swin_jax.create_model(VIT, img_size=32, depth=1, num_classes=3)
     with pytest.warns(UserWarning, match=r"1 weight tensor\(s\) hold NaN or inf: blocks.0.mlp.fc2.bias \(1 of 192\)"):
         swin_jax.load_checkpoint(model, path)
+
+
+def test_an_unwritable_conversion_cache_is_a_warning(tmp_path, monkeypatch, vit_file):
+    """SWIN_JAX_CACHE is only a cache: where it cannot be written, the weights load all the same."""
+    from huggingface_hub import constants
+
+    from conftest import add_to_hub_cache
+    from swin_jax.pretrained import CacheWarning
+
+    (tmp_path / "a_file").write_text("x")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("SWIN_JAX_CACHE", str(tmp_path / "a_file" / "cache"))
+    add_to_hub_cache(tmp_path / "hub", "someone/vit", {"model.safetensors": vit_file.read_bytes()})
+    with pytest.warns(CacheWarning, match="going on without the cache"):
+        model, params = swin_jax.load_pretrained("hf-hub:someone/vit", architecture=VIT, progress=False,
+                                                 img_size=(32, 32), depth=1)
+    expected = swin_jax.load_checkpoint(model, vit_file)
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True))

@@ -105,6 +105,11 @@ def check_output(path: str | os.PathLike, flag: str, inputs: Mapping[str, Option
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{flag} {path} is a folder; name a file to write")
+    folder = next((p for p in path.absolute().parents if p.exists()), Path("/"))  # the nearest that exists
+    if not folder.is_dir():
+        raise InputError(f"{flag} {path}: {folder} is a file, so no folder can be made there")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{flag} {path}: the folder {folder} is not writable")
     for input_flag, source in inputs.items():
         if source is not None and same_file(path, source):
             via = "" if os.fspath(path) == os.fspath(source) else " (through a link)"

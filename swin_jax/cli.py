@@ -97,11 +97,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    from swin_jax.arguments import check_output
+
     # --batch, --repeats and --json default by mode: the model bench's, or the input pipeline's
     default = lambda value, model, pipeline: value if value is not None else (pipeline if args.input else model)
     args.input = args.input or args.train_overhead
     batch, repeats = default(args.batch, 8, 64), default(args.repeats, 10, 5)
     json_path = default(args.json, "bench.json", "bench_input.json")
+    check_output(json_path, "--json", {"--data": args.data})  # checked now: the bench takes minutes
     if args.input:  # the training input pipeline against timm's loader (train/input_bench.py)
         from train.input_bench import run_input_bench, table as input_table, write_json as write_input_json
 

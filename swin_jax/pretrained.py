@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -25,6 +26,10 @@ from typing import Any, Optional
 from swin_jax.configs import LABEL_SETS, MODEL_CONFIGS, DataConfig, get_data_config, split_model_name
 from swin_jax.hub import HUB_PREFIX, optional_json, parse_hub_name, weights_file
 from swin_jax.arguments import InputError
+
+class CacheWarning(UserWarning):
+    """The conversion cache cannot be written: weights load without it."""
+
 
 CONVERTED_FORMAT = 2  # bump when the params a checkpoint converts to change
 
@@ -178,10 +183,15 @@ def load_pretrained(name: str, *, dtype: Any = None, cache_dir: Optional[str | P
         state, layout = _read_weights(resolved.path, resolved.repo_id, use_ema)
         _say(progress, f"{name}: converting {resolved.path} ({layout} layout) for {resolved.architecture}")
         params = from_torch(source, state, layout, progress=progress)
-        write_params(params, cached)
-        for stale in cached.parent.glob(cached.name.split("-")[0] + "-*.msgpack"):  # older sources' conversions
-            if stale != cached:
-                stale.unlink(missing_ok=True)
+        try:
+            write_params(params, cached)
+            for stale in cached.parent.glob(cached.name.split("-")[0] + "-*.msgpack"):  # older sources' conversions
+                if stale != cached:
+                    stale.unlink(missing_ok=True)
+        except OSError as err:  # it is only a cache: the weights are loaded all the same
+            warnings.warn(f"cannot keep the converted weights in {converted_cache_dir()} "
+                          f"({err.strerror or type(err).__name__}); going on without the cache (SWIN_JAX_CACHE)",
+                          CacheWarning, stacklevel=2)
     if num_classes == resolved.num_classes:
         return source, params
     model = source.clone(config=dataclasses.replace(source.config, num_classes=num_classes))
