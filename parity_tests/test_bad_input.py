@@ -336,3 +336,17 @@ def test_an_unwritable_conversion_cache_is_a_warning(tmp_path, monkeypatch, vit_
                                                  img_size=(32, 32), depth=1)
     expected = swin_jax.load_checkpoint(model, vit_file)
     assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(expected), strict=True))
+
+
+def test_a_damaged_checkpoint_on_resume_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    first = run_cli("train", "--preset", "digits", "--out-dir", out, "--max-steps", 2, "--ckpt-every", 2, "--no-export")
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    for chunk in (out / "checkpoints" / "2" / "state" / "d").iterdir():
+        chunk.write_bytes(np.random.default_rng(0).bytes(100))
+    resumed = run_cli("train", "--preset", "digits", "--out-dir", out, "--max-steps", 4, "--ckpt-every", 2,
+                      "--no-export", "--resume")
+    text = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 2 and "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 1 and errors[0].startswith(f"swin-jax train: error: cannot resume from {out}"), errors

@@ -348,6 +348,20 @@ def compile_then_trim(fn: Any, *args: Any) -> Any:
     return compiled
 
 
+def _drop_closed_loop_callbacks() -> None:
+    """After orbax gives up on a damaged checkpoint, tensorstore still completes the reads it had
+    started, and each completion calls into orbax's event loop, closed by then: Python reports
+    each as an unraisable RuntimeError (a traceback under the error line). They say nothing about
+    the checkpoint; only those are dropped."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
 def saved_steps(folder: Path) -> list[int]:
     """The steps of the orbax checkpoints in `folder` (its numbered sub-folders)."""
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir()) if folder.is_dir() else []
@@ -442,7 +456,9 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
         except Exception as err:  # orbax's errors name its internals, not the problem
-            raise InputError(f"cannot resume from {out / 'checkpoints' / str(manager.latest_step())}: it does not hold "
+            step = manager.latest_step()
+            _drop_closed_loop_callbacks()
+            raise InputError(f"cannot resume from {out / 'checkpoints' / str(step)}: it does not hold "
                              f"this run's training state and input-pipeline state ({type(err).__name__}: "
                              f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
         check_state(restored.data, identity)
