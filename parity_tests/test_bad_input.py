@@ -350,3 +350,26 @@ def test_a_damaged_checkpoint_on_resume_is_one_line(tmp_path):
     assert resumed.returncode == 2 and "Traceback" not in text, text[-3000:]
     errors = [line for line in text.splitlines() if "error:" in line]
     assert len(errors) == 1 and errors[0].startswith(f"swin-jax train: error: cannot resume from {out}"), errors
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_keeps_the_last_checkpoint(tmp_path):
+    """A preemption: SIGTERM mid-run exits 143 naming the last good checkpoint, and --resume
+    continues from it."""
+    out = tmp_path / "run"
+    proc = run_cli("train", "--preset", "digits", "--out-dir", out, "--max-steps", 400, "--ckpt-every", 2,
+                   "--no-export", "--workers", 0, wait=False)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not (out / "checkpoints" / "4").is_dir():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, text[-3000:]
+    stopped = [line for line in text.splitlines() if line.startswith("stopped by SIGTERM at step ")]
+    assert len(stopped) == 1 and "the last good checkpoint is step " in stopped[0], text[-3000:]
+    last = int(stopped[0].split("the last good checkpoint is step ")[1].split()[0])
+    assert last >= 4 and (out / "checkpoints" / str(last)).is_dir()
+    assert "swin-jax train: terminated (SIGTERM)" in text and "Traceback" not in text
+    resumed = run_cli("train", "--preset", "digits", "--out-dir", out, "--max-steps", last + 2, "--ckpt-every", 2,
+                      "--no-export", "--workers", 0, "--resume")
+    assert resumed.returncode == 0 and f"resumed from step {last}" in resumed.stdout, resumed.stdout[-2000:]

@@ -25,7 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
-from swin_jax.arguments import InputError, check_address, check_output, run_command
+from swin_jax.arguments import InputError, Terminated, check_address, check_output, run_command
 from swin_jax.checkpoint_io import write_atomic
 from swin_jax.configs import PRETRAINED
 from train.config import TrainConfig
@@ -559,6 +559,13 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
                 bar.write(f"epoch {epoch:.3g}: train loss {np.mean(losses):.4f}, test loss {test_loss:.4f}, "
                           f"test accuracy {100 * test_acc:.2f}%") if main_process else None
                 losses, window_start, seen = [], time.time(), 0
+    except (KeyboardInterrupt, Terminated):  # a preemption, say: say where --resume picks up
+        bar.close()
+        last = manager.latest_step()
+        log(f"stopped by {'SIGTERM' if sys.exc_info()[0] is Terminated else 'Ctrl-C'} at step {int(state.step)}; "
+            + (f"the last good checkpoint is step {last} in {out / 'checkpoints'}: --resume continues from it"
+               if last is not None else "no checkpoint was saved yet"))
+        raise
     finally:
         batches.close()
         step_log.close()
