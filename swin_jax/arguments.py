@@ -99,6 +99,36 @@ def check_address(address: str, flag: str, resolve_timeout: float = 5.0) -> tupl
     return host, port
 
 
+def available_memory() -> Optional[int]:
+    """Bytes of memory available now (Linux's MemAvailable), None where it cannot be told."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def check_model_fits(config: Any, flag: str = "--img-size") -> None:
+    """Refuse, before anything is built, a model whose image size needs more memory than there is:
+    its per-token arrays (a ViT's position embedding, resampled from the checkpoint's; a Swin's
+    attention masks, one row per token and window position) take about tokens x width x 4 bytes,
+    twice over while they are made."""
+    size = getattr(config, "img_size", None)
+    patch = getattr(config, "patch_size", None)
+    if size is None or not patch:
+        return
+    tokens = (size[0] // patch) * (size[1] // patch)
+    window = getattr(config, "window_size", None)
+    width = max(getattr(config, "embed_dim", 0), window[0] * window[1] if window else 0)
+    needed, free = 2 * 4 * tokens * width, available_memory()
+    if free is not None and needed > free:
+        raise InputError(f"{flag} {size[0]} {size[1]} makes {tokens:,} tokens, whose arrays need about "
+                         f"{needed / 2**30:,.1f} GiB; {free / 2**30:,.1f} GiB of memory is available")
+
+
 def check_output(path: str | os.PathLike, flag: str, inputs: Mapping[str, Optional[str | os.PathLike]]) -> Path:
     """`path` as an output of the command: refused when it is a folder or one of `inputs`
     ({flag: path}, None for an input not given), with a message naming both flags."""

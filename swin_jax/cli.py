@@ -41,7 +41,7 @@ def _convert(args: argparse.Namespace) -> int:
     from swin_jax.convert import from_torch, infer_num_classes, params_as_timm, to_torch
     from swin_jax.models import create_model
 
-    from swin_jax.arguments import check_output
+    from swin_jax.arguments import check_model_fits, check_output
     from swin_jax.hub import checkpoint_path
 
     src, dst = checkpoint_path(args.input), Path(args.output)
@@ -49,7 +49,7 @@ def _convert(args: argparse.Namespace) -> int:
         if path.suffix.lower() not in allowed + (PARAMS_SUFFIX,):
             raise InputError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(allowed + (PARAMS_SUFFIX,))}")
     check_output(dst, "OUTPUT", {"INPUT": src})
-    get_config(args.model)  # unknown names fail before any reading
+    check_model_fits(get_config(args.model, **_overrides(args)))  # unknown names and sizes fail before any reading
     config_cls = MODEL_CONFIGS[args.model][0]
     start = time.time()
     size = src.stat().st_size / 2**20 if src.is_file() else 0
