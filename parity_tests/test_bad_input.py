@@ -375,3 +375,21 @@ def test_sigterm_during_training_keeps_the_last_checkpoint(tmp_path):
     resumed = run_cli("train", "--preset", "digits", "--out-dir", out, "--max-steps", last + 2, "--ckpt-every", 2,
                       "--no-export", "--workers", 0, "--resume")
     assert resumed.returncode == 0 and f"resumed from step {last}" in resumed.stdout, resumed.stdout[-2000:]
+
+
+@pytest.mark.parametrize("index,message", [
+    (0, "process 0 of 2: 0 of the other 1 processes joined at {address} within 1 s (--init-timeout); missing: 1"),
+    (1, "process 1 of 2: no coordinator (process 0) answered at {address} within 1 s (--init-timeout)"),
+])
+def test_peers_that_never_come_are_one_line_after_the_timeout(tmp_path, capsys, index, message):
+    """jax's own wait for the peers ends in a C++ abort: ours ends in one line, after --init-timeout."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    start = time.monotonic()
+    line = _error_line(*_train(capsys, tmp_path / "run", "--coordinator", address, "--num-processes", 2,
+                               "--process-id", index, "--init-timeout", 1))
+    assert message.format(address=address) in line and time.monotonic() - start < 30, line
+    assert not (tmp_path / "run").exists()

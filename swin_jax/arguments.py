@@ -15,6 +15,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn, Optional, TextIO
@@ -97,6 +98,57 @@ def check_address(address: str, flag: str, resolve_timeout: float = 5.0) -> tupl
     if isinstance(found[0], OSError):
         raise InputError(f"{flag} {address}: the host name {host!r} does not resolve ({found[0].strerror or found[0]})")
     return host, port
+
+
+def rendezvous(address: str, count: int, index: int, timeout: float, flag: str = "--coordinator") -> None:
+    """Wait until every process of a multi-process run is there, or give up after `timeout`
+    seconds with one `InputError` naming who is missing. jax's own wait (`initialization_timeout`)
+    ends in a C++ abort; this one runs first, on the coordinator's port, so that jax's starts only
+    once everyone has arrived. Process 0 listens and counts the others' ids; each other process
+    connects (retrying while nobody listens), says its id and waits for the word to go."""
+    host, port = check_address(address, flag)
+    if count <= 1:
+        return
+    deadline = time.monotonic() + timeout
+    if index == 0:
+        server = socket.create_server(("", port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        joined: dict[int, socket.socket] = {}
+        try:
+            while len(joined) < count - 1:
+                server.settimeout(max(deadline - time.monotonic(), 0.01))
+                try:
+                    conn, _ = server.accept()
+                except socket.timeout:
+                    missing = sorted(set(range(1, count)) - set(joined))
+                    raise InputError(f"process 0 of {count}: {len(joined)} of the other {count - 1} processes joined "
+                                     f"at {address} within {timeout:g} s (--init-timeout); missing: "
+                                     f"{', '.join(map(str, missing))}") from None
+                conn.settimeout(5)
+                try:
+                    joined[int(conn.makefile().readline())] = conn
+                except (OSError, ValueError):  # not one of ours
+                    conn.close()
+            for conn in joined.values():
+                conn.sendall(b"go\n")
+        finally:
+            for conn in joined.values():
+                conn.close()
+            server.close()
+        return
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise InputError(f"process {index} of {count}: no coordinator (process 0) answered at {address} within "
+                             f"{timeout:g} s (--init-timeout)")
+        try:
+            with socket.create_connection((host, port), timeout=min(remaining, 2)) as conn:
+                conn.sendall(f"{index}\n".encode())
+                conn.settimeout(max(deadline - time.monotonic(), 0.01))
+                if conn.makefile().readline().strip() == "go":
+                    return
+        except OSError:  # nobody listens yet, or process 0 went away: try again until the deadline
+            pass
+        time.sleep(0.2)
 
 
 def available_memory() -> Optional[int]:

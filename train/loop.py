@@ -25,7 +25,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import swin_jax
-from swin_jax.arguments import InputError, Terminated, check_address, check_output, run_command
+from swin_jax.arguments import InputError, Terminated, check_address, check_output, rendezvous, run_command
 from swin_jax.checkpoint_io import write_atomic
 from swin_jax.configs import PRETRAINED
 from train.config import TrainConfig
@@ -144,13 +144,14 @@ def init_distributed(cfg: TrainConfig) -> None:
         return
     count = cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
     index = cfg.process_id if cfg.process_id is not None else int(os.environ.get("JAX_PROCESS_ID", "0"))
-    check_address(address, "--coordinator")
+    check_address(address, "--coordinator")  # before the wait: a bad address is no reason to wait
     if not 0 <= index < count:
         raise InputError(f"--process-id {index} is not below --num-processes {count}")
     if jax.config.jax_platforms in (None, "", "cpu") and count > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     print(f"process {index} of {count}: joining the run at {address} (waiting up to {cfg.init_timeout} s for "
           f"every process; --init-timeout)", flush=True)
+    rendezvous(address, count, index, cfg.init_timeout)
     try:
         jax.distributed.initialize(address, num_processes=count, process_id=index,
                                    initialization_timeout=cfg.init_timeout)
