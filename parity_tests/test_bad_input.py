@@ -285,6 +285,8 @@ BAD_FILES = [  # (command line with {name} for a bad file, what the one line say
      "cannot tell the checkpoint's layout from its 1 keys (a.b); name it (--layout; convert's --in-layout"),
     (["train", "--data", "{a_file}"], "is a file, not an ImageFolder directory"),
     (["bench", VIT, "--json", "{folder.pth}"], "--json {folder.pth} is a folder; name a file to write"),
+    (["predict", "{a_file}", "--model", VIT], "cannot read image {a_file}"),
+    (["parity", VIT, "--checkpoint", "{empty.pth}"], "holds no tensors (an empty dict)"),
     (["convert", "{swin.safetensors}", "{out}", "--model", "swin_tiny_patch4_window7_224", "--img-size", "100000",
       "100000"], "--img-size 100000 100000 makes 625,000,000 tokens, whose arrays need about 447.0 GiB"),
     (["convert", "{swin.safetensors}", "{a_file}/x.msgpack", "--model", "swin_tiny_patch4_window7_224"],

@@ -1,5 +1,3 @@
-import sys
+from swin_jax.cli import console_main
 
-from swin_jax.cli import main
-
-sys.exit(main())
+console_main()

@@ -301,3 +301,11 @@ def run_command(prog: str, work: Callable[[], int], describe: Callable[[InputErr
     finally:
         if handler is not None:
             signal.signal(signal.SIGTERM, handler)
+
+
+def exit_with(status: int) -> NoReturn:
+    """Leave a console command with `status`. The work is done (or reported) by now, so a late
+    Ctrl-C is ignored: it would otherwise interrupt the interpreter's exit handlers with a
+    traceback under a run that succeeded."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(status)

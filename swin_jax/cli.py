@@ -91,8 +91,9 @@ def _inspect(args: argparse.Namespace) -> int:
     from swin_jax.hub import checkpoint_path
 
     path = checkpoint_path(args.file)
+    info = describe_file(path, args.layout, args.use_ema)  # first: a bad file is one error line, nothing else
     print(f"file        {path} ({path.stat().st_size / 2**20:,.1f} MiB)" if path.is_file() else f"file        {path}")
-    print(describe_file(path, args.layout, args.use_ema).summary())
+    print(info.summary())
     return 0
 
 
@@ -358,5 +359,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return run_command(f"swin-jax {args.command}", lambda: args.run(args), lambda err: _short(err, args))
 
 
+def console_main() -> None:
+    """The `swin-jax` console script: `main`, then exit with its status."""
+    from swin_jax.arguments import exit_with
+
+    exit_with(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console_main()

@@ -1,5 +1,4 @@
-import sys
-
+from swin_jax.arguments import exit_with
 from train.loop import main
 
-sys.exit(main())
+exit_with(main())
