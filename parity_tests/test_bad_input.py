@@ -303,11 +303,14 @@ def test_bad_files_are_one_line(bad_files, tmp_path, capsys, argv, message):
     argv = [re.sub(r"\{([^}]+)\}", lambda m: names[m[1]], a) for a in argv]
     if argv[0] == "train":
         argv += ["--out-dir", str(tmp_path / "run")]
+    before = {p: p.read_bytes() for p in bad_files.values() if p.is_file() and not p.is_symlink()
+              and p.parent != Path("/dev")}
     status = cli.main(argv)
     out = capsys.readouterr()
     line = _error_line(status, out.out, out.err)
     assert re.sub(r"\{([^}]+)\}", lambda m: names[m[1]], message) in line, line
     assert list(tmp_path.iterdir()) == []  # no output, no temp file, no run folder
+    assert {p: p.read_bytes() for p in before} == before  # every input as it was
 
 
 def test_nonfinite_weights_are_named(tmp_path, capsys, vit_file):
@@ -395,3 +398,10 @@ def test_peers_that_never_come_are_one_line_after_the_timeout(tmp_path, capsys, 
                                "--process-id", index, "--init-timeout", 1))
     assert message.format(address=address) in line and time.monotonic() - start < 30, line
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("option,message", [("embed_dim=abc", "option embed_dim='abc' wants a whole number"),
+                                            ("no_such_option=1", "has no option(s) ['no_such_option']")])
+def test_a_model_option_of_the_wrong_kind_is_one_line(tmp_path, capsys, option, message):
+    line = _error_line(*_train(capsys, tmp_path / "run", "--model-arg", option))
+    assert message in line and not (tmp_path / "run").exists(), line
