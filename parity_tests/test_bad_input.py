@@ -401,7 +401,49 @@ def test_peers_that_never_come_are_one_line_after_the_timeout(tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("option,message", [("embed_dim=abc", "option embed_dim='abc' wants a whole number"),
-                                            ("no_such_option=1", "has no option(s) ['no_such_option']")])
+                                            ("no_such_option=1", "has no option(s) ['no_such_option']"),
+                                            ("depths=abc", "depths='abc', num_heads=(3, 6)"),
+                                            ("patch_size=0", "patch_size=0, window_size=4 is no valid config")])
 def test_a_model_option_of_the_wrong_kind_is_one_line(tmp_path, capsys, option, message):
     line = _error_line(*_train(capsys, tmp_path / "run", "--model-arg", option))
     assert message in line and not (tmp_path / "run").exists(), line
+
+
+def test_overwrite_keeps_the_earlier_run_when_the_new_one_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    (out / "checkpoints" / "120").mkdir(parents=True)
+    line = _error_line(*_train(capsys, out, "--overwrite", "--model", "swin_tinny"))
+    assert "unknown model 'swin_tinny'" in line and (out / "checkpoints" / "120").is_dir()
+
+
+def test_an_out_dir_that_cannot_be_made_is_one_line(tmp_path, capsys):
+    (tmp_path / "a_file").write_text("x")
+    line = _error_line(*_train(capsys, tmp_path / "a_file" / "run"))
+    assert "a_file is a file, so no folder can be made there" in line
+    line = _error_line(*_train(capsys, tmp_path / "a_file"))
+    assert "--out-dir" in line and "is a file; name a folder" in line
+
+
+def test_the_rendezvous_refuses_a_peer_with_another_count():
+    import socket
+    import threading
+
+    from swin_jax.arguments import InputError, rendezvous
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    errors = {}
+
+    def coordinator():
+        try:
+            rendezvous(address, 2, 0, timeout=20)
+        except InputError as err:
+            errors["0"] = str(err)
+
+    thread = threading.Thread(target=coordinator)
+    thread.start()
+    with pytest.raises(InputError, match="process 0 at .* refused it: --num-processes 3 there, 2 here"):
+        rendezvous(address, 3, 1, timeout=20)
+    thread.join(30)
+    assert errors["0"].endswith("a process joined at " + address + " with --num-processes 3 there, 2 here")

@@ -54,6 +54,13 @@ def check_input_file(path: str | os.PathLike, what: str = "checkpoint file") -> 
     """`path` as a file to read: one that is missing, a folder, a device or pipe, a link that leads
     nowhere or an unreadable file is refused with a message that says which."""
     path = Path(path)
+    try:
+        return _check_input_file(path, what)
+    except OSError as err:  # a name too long, a folder that cannot be searched
+        raise InputError(f"{what} {path}: {err.strerror or err}") from None
+
+
+def _check_input_file(path: Path, what: str) -> Path:
     if path.is_symlink() and not path.exists():
         try:
             os.stat(path)
@@ -100,18 +107,26 @@ def check_address(address: str, flag: str, resolve_timeout: float = 5.0) -> tupl
     return host, port
 
 
-def rendezvous(address: str, count: int, index: int, timeout: float, flag: str = "--coordinator") -> None:
+def rendezvous(address: str, count: int, index: int, timeout: float, flag: str = "--coordinator",
+               resolved: Optional[tuple[str, int]] = None) -> None:
     """Wait until every process of a multi-process run is there, or give up after `timeout`
     seconds with one `InputError` naming who is missing. jax's own wait (`initialization_timeout`)
     ends in a C++ abort; this one runs first, on the coordinator's port, so that jax's starts only
     once everyone has arrived. Process 0 listens and counts the others' ids; each other process
-    connects (retrying while nobody listens), says its id and waits for the word to go."""
-    host, port = check_address(address, flag)
+    connects (retrying while nobody listens), says its id and the process count, and waits for
+    the word to go; an id out of range, taken twice or with another count is refused on both
+    sides. `resolved`: (host, port) from `check_address`, if it ran already."""
+    host, port = resolved or check_address(address, flag)
     if count <= 1:
         return
     deadline = time.monotonic() + timeout
     if index == 0:
-        server = socket.create_server(("", port), family=socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:  # on every interface, IPv4 and IPv6 where the system has both: the peers may use either
+            server = socket.create_server(("", port), family=socket.AF_INET6, dualstack_ipv6=True) \
+                if socket.has_dualstack_ipv6() else socket.create_server(("", port))
+        except OSError as err:
+            raise InputError(f"process 0 of {count} cannot listen on port {port} of {address} "
+                             f"({err.strerror or err})") from None
         joined: dict[int, socket.socket] = {}
         try:
             while len(joined) < count - 1:
@@ -125,9 +140,18 @@ def rendezvous(address: str, count: int, index: int, timeout: float, flag: str =
                                      f"{', '.join(map(str, missing))}") from None
                 conn.settimeout(5)
                 try:
-                    joined[int(conn.makefile().readline())] = conn
+                    peer, peer_count = map(int, conn.makefile().readline().split())
                 except (OSError, ValueError):  # not one of ours
                     conn.close()
+                    continue
+                problem = (f"--num-processes {peer_count} there, {count} here" if peer_count != count else
+                           f"--process-id {peer} is out of range 1-{count - 1}" if not 0 < peer < count else
+                           f"--process-id {peer} was taken by another process" if peer in joined else "")
+                if problem:
+                    conn.sendall(f"no {problem}\n".encode())
+                    conn.close()
+                    raise InputError(f"process 0 of {count}: a process joined at {address} with {problem}")
+                joined[peer] = conn
             for conn in joined.values():
                 conn.sendall(b"go\n")
         finally:
@@ -142,10 +166,13 @@ def rendezvous(address: str, count: int, index: int, timeout: float, flag: str =
                              f"{timeout:g} s (--init-timeout)")
         try:
             with socket.create_connection((host, port), timeout=min(remaining, 2)) as conn:
-                conn.sendall(f"{index}\n".encode())
+                conn.sendall(f"{index} {count}\n".encode())
                 conn.settimeout(max(deadline - time.monotonic(), 0.01))
-                if conn.makefile().readline().strip() == "go":
+                answer = conn.makefile().readline().strip()
+                if answer == "go":
                     return
+                if answer.startswith("no "):
+                    raise InputError(f"process {index} of {count}: process 0 at {address} refused it: {answer[3:]}")
         except OSError:  # nobody listens yet, or process 0 went away: try again until the deadline
             pass
         time.sleep(0.2)
@@ -181,11 +208,27 @@ def check_model_fits(config: Any, flag: str = "--img-size") -> None:
                          f"{needed / 2**30:,.1f} GiB; {free / 2**30:,.1f} GiB of memory is available")
 
 
-def check_output(path: str | os.PathLike, flag: str, inputs: Mapping[str, Optional[str | os.PathLike]]) -> Path:
-    """`path` as an output of the command: refused when it is a folder or one of `inputs`
-    ({flag: path}, None for an input not given), with a message naming both flags."""
+def check_output(path: str | os.PathLike, flag: str, inputs: Mapping[str, Optional[str | os.PathLike]],
+                 folder: bool = False) -> Path:
+    """`path` as an output of the command (a file, or with `folder` a folder to write into):
+    refused when it is the wrong kind, cannot be made or written, or is one of `inputs` ({flag:
+    path}, None for an input not given), with a message naming both flags."""
     path = Path(path)
-    if path.is_dir():
+    try:
+        return _check_output(path, flag, inputs, folder)
+    except OSError as err:  # a name too long, a folder that cannot be searched
+        raise InputError(f"{flag} {path}: {err.strerror or err}") from None
+
+
+def _check_output(path: Path, flag: str, inputs: Mapping[str, Optional[str | os.PathLike]], folder: bool) -> Path:
+    if folder:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{flag} {path} is a file; name a folder")
+        if path.is_dir():
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise InputError(f"{flag} {path}: the folder is not writable")
+            return path
+    elif path.is_dir():
         raise InputError(f"{flag} {path} is a folder; name a file to write")
     folder = next((p for p in path.absolute().parents if p.exists()), Path("/"))  # the nearest that exists
     if not folder.is_dir():

@@ -680,7 +680,15 @@ def get_config(name: str, **overrides: Any) -> Union[SwinConfig, SwinV2Config, V
         kind = OPTION_KINDS.get(annotations[key])
         if kind is not None and not (isinstance(value, kind[0]) and (kind[0] == (bool,) or not isinstance(value, bool))):
             raise InputError(f"{name}: option {key}={value!r} wants {kind[1]}")
-    return config_cls(**{**args, **overrides})
+    if not overrides:
+        return config_cls(**args)  # a registered config is good: an error here is a bug
+    try:
+        return config_cls(**{**args, **overrides})
+    except InputError:
+        raise
+    except (ValueError, TypeError, ZeroDivisionError) as err:  # the overrides make no model
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise InputError(f"{name} with {given} is no valid config ({type(err).__name__}: {err})") from None
 
 
 # The values a config field of a plain annotated type takes: (types, words).

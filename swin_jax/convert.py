@@ -74,7 +74,7 @@ def _swin_block_buffer(kind: str, config: Any, i: int, j: int) -> np.ndarray | N
 
         table = relative_coords_table(window, config.pretrained_window_sizes[i])
         return table.reshape(1, 2 * window[0] - 1, 2 * window[1] - 1, 2)
-    raise InputError(f"unknown buffer kind {kind!r}")
+    raise ValueError(f"unknown buffer kind {kind!r}")
 
 
 class CheckpointMismatchError(InputError):
@@ -345,7 +345,7 @@ def apply_folds(layout: Layout, config: Any, tensors: dict[str, np.ndarray], to_
             continue
         plans = {key: layout.plan(family, key) for key in fold.keys}
         if any(p.part != WHOLE or p.fixed is not None for p in plans.values()):
-            raise InputError(f"fold {name!r} of the {layout.name} layout reads whole tensors only")
+            raise ValueError(f"fold {name!r} of the {layout.name} layout reads whole tensors only")
         if any(k not in tensors for p in plans.values() for k in p.keys):
             continue
         canonical = {key: TRANSFORMS[p.transform][1]([tensors[k] for k in p.keys], config) for key, p in plans.items()}

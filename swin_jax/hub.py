@@ -148,7 +148,11 @@ def checkpoint_path(spec: str | Path, cache_dir: Optional[str | Path] = None) ->
     """A local checkpoint file for `spec`: an existing file as it is; pretrained weights' name
     (`architecture.tag`, `hf-hub:...`) as their file in the Hugging Face cache, fetched if needed."""
     path = Path(spec)
-    if path.exists() or not isinstance(spec, str):
+    try:
+        exists = path.exists()
+    except OSError as err:  # a name too long, a folder that cannot be searched
+        raise InputError(f"{path}: {err.strerror or err}") from None
+    if exists or not isinstance(spec, str):
         return path
     weights = parse_hub_name(spec)
     return path if weights is None else weights_file(weights, cache_dir)

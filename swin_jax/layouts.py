@@ -109,7 +109,7 @@ def _parse(template: str) -> tuple[re.Pattern, list[tuple[str, int, int]]]:
         else:
             a = _AFFINE.match(expr)
             if not a:
-                raise InputError(f"bad placeholder {{{expr}}} in {template!r}")
+                raise ValueError(f"bad placeholder {{{expr}}} in {template!r}")
             scale, var, sign, offset = a.groups()
             pattern += r"(\d+)"
             slots.append((var, int(scale or 1), (-1 if sign == "-" else 1) * int(offset or 0)))

@@ -224,7 +224,7 @@ class TimmPipeline:
 
     def epoch(self, count: int) -> Iterator[Any]:
         if count != len(self.loader):
-            raise InputError(f"timm's epochs here hold {len(self.loader)} batches, not {count}")
+            raise RuntimeError(f"timm's epochs here hold {len(self.loader)} batches, not {count}")
         with warnings.catch_warnings():
             # torch's DataLoader forks its workers (its default on Linux); JAX warns about any
             # fork of its process, but the workers never touch JAX

@@ -144,14 +144,14 @@ def init_distributed(cfg: TrainConfig) -> None:
         return
     count = cfg.num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "1"))
     index = cfg.process_id if cfg.process_id is not None else int(os.environ.get("JAX_PROCESS_ID", "0"))
-    check_address(address, "--coordinator")  # before the wait: a bad address is no reason to wait
+    resolved = check_address(address, "--coordinator")  # before the wait: a bad address is no reason to wait
     if not 0 <= index < count:
         raise InputError(f"--process-id {index} is not below --num-processes {count}")
     if jax.config.jax_platforms in (None, "", "cpu") and count > 1:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU collectives across processes
     print(f"process {index} of {count}: joining the run at {address} (waiting up to {cfg.init_timeout} s for "
           f"every process; --init-timeout)", flush=True)
-    rendezvous(address, count, index, cfg.init_timeout)
+    rendezvous(address, count, index, cfg.init_timeout, resolved=resolved)
     try:
         jax.distributed.initialize(address, num_processes=count, process_id=index,
                                    initialization_timeout=cfg.init_timeout)
@@ -350,16 +350,20 @@ def compile_then_trim(fn: Any, *args: Any) -> Any:
 
 
 def _drop_closed_loop_callbacks() -> None:
-    """After orbax gives up on a damaged checkpoint, tensorstore still completes the reads it had
-    started, and each completion calls into orbax's event loop, closed by then: Python reports
-    each as an unraisable RuntimeError (a traceback under the error line). They say nothing about
-    the checkpoint; only those are dropped."""
+    """When orbax gives up on a damaged checkpoint, tensorstore still completes the reads it had
+    started, and each completion calls into orbax's event loop, closed by then (as soon as the
+    restore raises, so possibly before its caller sees the error): Python reports each as an
+    unraisable RuntimeError, a traceback under the error line. They say nothing about the
+    checkpoint; only those are dropped. Installed once, before a restore."""
     previous = sys.unraisablehook
+    if getattr(previous, "drops_closed_loop_callbacks", False):
+        return
 
     def hook(unraisable: Any) -> None:
         if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
             previous(unraisable)
 
+    hook.drops_closed_loop_callbacks = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
 
 
@@ -368,13 +372,25 @@ def saved_steps(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir()) if folder.is_dir() else []
 
 
+RUN_OUTPUTS = ("checkpoints", "metrics.csv", "steps.csv", "curves.png", "config.json", "model.safetensors")
+
+
+def remove_run_outputs(out: Path) -> None:
+    """What a run writes into its folder (`RUN_OUTPUTS`), for --overwrite; other files stay."""
+    for name in RUN_OUTPUTS:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+
+
 def check_run_folder(cfg: TrainConfig) -> None:
     """Refuse, before anything is created, a run that would mix with or lose another's files:
     an `out_dir` holding an earlier run's checkpoints (unless `resume` continues it or `overwrite`
     replaces it), a `resume` with nothing to resume, an export onto the `init` file."""
     out = Path(cfg.out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out-dir {out} is a file; name a folder for the run")
+    check_output(out, "--out-dir", {}, folder=True)
     if cfg.resume and cfg.overwrite:
         raise InputError("--resume continues the run in --out-dir and --overwrite replaces it: pass one of them")
     steps = saved_steps(out / "checkpoints")
@@ -394,8 +410,6 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     from tqdm import tqdm
 
     check_run_folder(cfg)
-    if cfg.overwrite and not cfg.process_id:  # process 0 clears the earlier run before any peer connects
-        shutil.rmtree(Path(cfg.out_dir) / "checkpoints", ignore_errors=True)
     init_distributed(cfg)
     main_process = jax.process_index() == 0
     log = log if main_process else (lambda *a, **k: None)
@@ -445,6 +459,13 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     # What the saved iterator state must match on resume (the batches are a function of these).
     identity = dict(seed=cfg.seed, batch_size=cfg.batch_size, train_examples=len(data.train),
                     train_source=source_fingerprint(data.train))
+    if cfg.overwrite:  # only now: a run refused for another reason keeps the earlier one
+        if main_process:
+            remove_run_outputs(out)
+        if jax.process_count() > 1:  # no process makes its checkpoint folder while process 0 clears it
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("swin_jax: earlier run removed")
     out.mkdir(parents=True, exist_ok=True)
     manager = ocp.CheckpointManager(out / "checkpoints", options=ocp.CheckpointManagerOptions(
         max_to_keep=cfg.keep, enable_async_checkpointing=False, create=True))
@@ -453,12 +474,12 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
         raise InputError(f"--resume: orbax finds no complete checkpoint in {out / 'checkpoints'}")
     if cfg.resume:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        _drop_closed_loop_callbacks()
         try:
             restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
         except Exception as err:  # orbax's errors name its internals, not the problem
             step = manager.latest_step()
-            _drop_closed_loop_callbacks()
             raise InputError(f"cannot resume from {out / 'checkpoints' / str(step)}: it does not hold "
                              f"this run's training state and input-pipeline state ({type(err).__name__}: "
                              f"{str(err).splitlines()[0][:200] if str(err) else 'no detail'})") from err
@@ -563,7 +584,7 @@ def train(cfg: TrainConfig, log: Any = print) -> dict:
     except (KeyboardInterrupt, Terminated):  # a preemption, say: say where --resume picks up
         bar.close()
         last = manager.latest_step()
-        log(f"stopped by {'SIGTERM' if sys.exc_info()[0] is Terminated else 'Ctrl-C'} at step {int(state.step)}; "
+        log(f"stopped by {'SIGTERM' if sys.exc_info()[0] is Terminated else 'Ctrl-C'} at step {batches.next_step}; "
             + (f"the last good checkpoint is step {last} in {out / 'checkpoints'}: --resume continues from it"
                if last is not None else "no checkpoint was saved yet"))
         raise

@@ -546,7 +546,7 @@ def erasing_noise(box: Sequence[int], channels: int, rng: np.random.Generator,
     if out is None:
         return rng.standard_normal(size, dtype=np.float32)
     if size > len(out):
-        raise InputError(f"erasing box {[top, bottom, left, right]} is larger than its buffer ({len(out) // channels} pixels)")
+        raise ValueError(f"erasing box {[top, bottom, left, right]} is larger than its buffer ({len(out) // channels} pixels)")
     return rng.standard_normal(size, dtype=np.float32, out=out[:size])
 
 
