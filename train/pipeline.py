@@ -39,7 +39,7 @@ def default_workers() -> int:
     return max(cpus - 1, 0)
 
 
-class BadImageError(ValueError):
+class BadImageError(InputError):
     """A file in the data folder cannot be decoded (corrupt, truncated, not an image)."""
 
     def __init__(self, path: str, reason: str):
