@@ -12,7 +12,7 @@ from conftest import run_cli
 from PIL import Image
 
 from train.data import load_image_folder, scan_image_folder
-from train.loop import prepare_images
+from train.task import prepare_images
 from train.pipeline import BadImageError, BatchPlan, Batches, Collate, check_state, host_batches
 from train.transforms import (TrainTransform, apply_erasing, erasing_box, erasing_capacity, erasing_noise, normalize,
                               place_erasing_noise)

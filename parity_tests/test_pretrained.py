@@ -305,7 +305,7 @@ def test_names_work_where_checkpoints_do(hub_cache, vit_tag, tmp_path):
     pretrained weights' names and read them from the cache."""
     from swin_jax.parity import check_parity
     from train.config import TrainConfig
-    from train.loop import image_preparation, initial_params
+    from train.classification import image_preparation, initial_params
 
     result = run_cli("swin-jax", "inspect", VIT_TAG, env=hub_cache.env)
     assert result.returncode == 0, result.stderr

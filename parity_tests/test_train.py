@@ -19,9 +19,10 @@ from safetensors.numpy import load_file
 import swin_jax
 import swin_torch_ref
 from swin_jax.layouts import to_numpy
-from train.config import PRESETS
+from train.classification import ClassificationTask, apply_mix
+from train.config import PRESETS, ClassificationRecipe
 from train.data import mix_parameters
-from train.loop import apply_mix, create_train_state, train_step
+from train.loop import create_train_state, train_step
 from train.optim import decay_mask, lr_schedule, make_optimizer
 
 DIGITS = PRESETS["digits"]
@@ -129,9 +130,9 @@ def test_adamw_matches_torch_for_20_steps(record):
     rng = np.random.default_rng(0)
     batches = [(rng.normal(size=(16, 32, 32, 1)).astype(np.float32), rng.integers(0, 10, 16)) for _ in range(steps)]
     no_mix = mix_parameters(0, 0, (32, 32), 0.0, 0.0, 0.5)
-    step = jax.jit(lambda s, b: train_step(s, b, no_mix, model=model, tx=tx, schedule=schedule,
-                                           key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=1,
-                                           label_smoothing=0.1))
+    task = ClassificationTask(ClassificationRecipe(label_smoothing=0.1))
+    step = jax.jit(lambda s, b: train_step(s, b, no_mix, task=task, model=model, tx=tx, schedule=schedule,
+                                           key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=1))
     with jax.default_matmul_precision("highest"):
         for images, labels in batches:
             state, _ = step(state, {"images": jnp.asarray(images), "labels": jnp.asarray(labels)})
@@ -170,7 +171,8 @@ def test_gradient_accumulation_equals_one_big_batch():
 
     def run(tx, accum, chunks):
         state = create_train_state(params, tx, ema=False)
-        step = jax.jit(lambda s, b: train_step(s, b, no_mix, model=model, tx=tx, schedule=schedule,
+        task = ClassificationTask(ClassificationRecipe(label_smoothing=0.0))
+        step = jax.jit(lambda s, b: train_step(s, b, no_mix, task=task, model=model, tx=tx, schedule=schedule,
                                                key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=accum))
         for part in np.split(np.arange(32), chunks):
             state, _ = step(state, {"images": jnp.asarray(images[part]), "labels": jnp.asarray(labels[part])})

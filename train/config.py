@@ -11,19 +11,10 @@ from swin_jax.configs import REMAT_CHOICES
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything a run depends on. Defaults follow the Swin paper's ImageNet-1k recipe (AdamW,
-    warm-up + cosine, label smoothing 0.1, mixup 0.8 / cutmix 1.0, RandAugment m9, erasing 0.25),
-    scaled per run with `lr` (the paper: 5e-4 per 512 images)."""
+class OptimizerRecipe:
+    """What every task's recipe sets: AdamW, its warm-up + cosine schedule, clipping, layer decay
+    and stochastic depth. Defaults: the Swin paper's ImageNet-1k values (5e-4 per 512 images)."""
 
-    model: str = "swin_tiny_patch4_window7_224"
-    model_args: dict = field(default_factory=dict)  # overrides of the named config (embed_dim, ...)
-    data: str = "digits"  # "digits" (scikit-learn) or an ImageFolder directory
-    img_size: Optional[tuple[int, int]] = None  # default: the model's
-    val_split: float = 0.2
-    epochs: int = 300
-    batch_size: int = 512  # global, over all devices and hosts
-    accum_steps: int = 1  # gradient accumulation: optimizer step every k batches
     lr: float = 5e-4
     warmup_lr: float = 5e-7
     min_lr: float = 5e-6
@@ -31,6 +22,14 @@ class TrainConfig:
     weight_decay: float = 0.05
     clip_grad: float = 5.0  # global-norm clip; 0 turns it off
     layer_decay: float = 0.0  # layer-wise LR decay (timm's --layer-decay, e.g. 0.75 to fine-tune); 0 off
+    drop_path: float = 0.2
+
+
+@dataclass(frozen=True)
+class ClassificationRecipe(OptimizerRecipe):
+    """The classification task's recipe: the Swin paper's ImageNet-1k one (label smoothing 0.1,
+    mixup 0.8 / cutmix 1.0, RandAugment m9, erasing 0.25) with timm's transforms."""
+
     label_smoothing: float = 0.1
     mixup: float = 0.8  # mixup alpha; 0 off
     cutmix: float = 1.0  # cutmix alpha; 0 off
@@ -44,12 +43,36 @@ class TrainConfig:
     crop_pct: Optional[float] = None  # evaluation: resize to size / crop_pct, center crop (default: the model's)
     interpolation: Optional[str] = None  # evaluation resize (default: the model's)
     shift: int = 0  # random translation in pixels (in-memory data: digits)
+
+
+# Each task's recipe type, by task name (`task_name` says which task a model trains with).
+RECIPES: dict[str, type] = {"classification": ClassificationRecipe}
+
+
+def task_name(model: str) -> str:
+    """The task a registered model trains with: every named model today is a classifier."""
+    return "classification"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a run depends on: the run's settings (model, data, devices, checkpoints, hosts),
+    read by the shared loop, and the task's `recipe` (optimizer, loss, augmentation), read by the
+    task. The command line sets both with flat flags (`--lr` goes to the recipe)."""
+
+    model: str = "swin_tiny_patch4_window7_224"
+    model_args: dict = field(default_factory=dict)  # overrides of the named config (embed_dim, ...)
+    data: str = "digits"  # "digits" (scikit-learn) or an ImageFolder directory
+    img_size: Optional[tuple[int, int]] = None  # default: the model's
+    val_split: float = 0.2
+    epochs: int = 300
+    batch_size: int = 512  # global, over all devices and hosts
+    accum_steps: int = 1  # gradient accumulation: optimizer step every k batches
     workers: Optional[int] = None  # decoding / augmentation processes; default CPU count - 1; 0: in-process
     on_bad_image: str = "error"  # unreadable image: "error" stops; "skip" reports it and trains on the next file
-    drop_path: float = 0.2
     remat: str = "none"  # activation remat: none, block (recompute each block in the backward pass) or attention
     fsdp: bool = False  # shard params, gradients and optimizer state over the devices (ZeRO-3); default: replicated
-    ema_decay: float = 0.0  # 0 off; e.g. 0.9998
+    ema_decay: float = 0.0  # 0 off; e.g. 0.9998 (params only: running statistics are the model's own)
     dtype: str = "float32"  # compute dtype: float32 or bfloat16 (params stay float32)
     seed: int = 0
     out_dir: str = "runs/train"
@@ -60,11 +83,12 @@ class TrainConfig:
     init: Optional[str] = None  # checkpoint to fine-tune from: a file in any layout, or architecture.tag / hf-hub:ORG/REPO
     init_use_ema: bool = False  # --init's EMA weights (state_dict_ema / model_ema) instead of its model weights
     max_steps: int = 0  # stop after this many steps (tests, debugging); 0: run all epochs
-    export: bool = True  # write the final weights as a timm-layout .safetensors and check them in PyTorch
+    export: bool = True  # write the final weights in the task's PyTorch layout and check them in PyTorch
     coordinator: Optional[str] = None  # multi-host: "host:port" of process 0
     num_processes: Optional[int] = None
     process_id: Optional[int] = None
     init_timeout: int = 300  # multi-host: seconds to wait for every process to join (jax's initialization_timeout)
+    recipe: Any = field(default_factory=ClassificationRecipe)  # the task's: RECIPES[task_name(model)]
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -120,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="swin-jax train", description="Train or fine-tune a ViT or Swin with optax on every local device "
                                           "(and host); `--preset digits` is the default job.")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="start from a named set of options")
-    for f in dataclasses.fields(TrainConfig):
+    for f in flag_fields():
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.name == "model_args":
@@ -145,6 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def flag_fields() -> list[dataclasses.Field]:
+    """The fields the command line sets: the run's, then every task's recipe's (each once)."""
+    fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "recipe"]
+    for recipe in RECIPES.values():
+        fields += [f for f in dataclasses.fields(recipe) if f.name not in {g.name for g in fields}]
+    return fields
+
+
+def make_config(**values: Any) -> TrainConfig:
+    """A TrainConfig from flat values (flags, presets): the recipe's fields go to the recipe of
+    the model's task, the rest to the run."""
+    recipe_type = RECIPES[task_name(values.get("model", TrainConfig.model))]
+    recipe_names = {f.name for f in dataclasses.fields(recipe_type)}
+    recipe = recipe_type(**{k: v for k, v in values.items() if k in recipe_names})
+    return TrainConfig(**{k: v for k, v in values.items() if k not in recipe_names}, recipe=recipe)
+
+
 def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     """Command line -> TrainConfig: preset values first, then the flags given."""
     parser = build_parser()
@@ -164,4 +205,4 @@ def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     values.update({k: v for k, v in args.items() if v is not None})
     if values.get("img_size") is not None:
         values["img_size"] = tuple(values["img_size"])
-    return TrainConfig(**values)
+    return make_config(**values)

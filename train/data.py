@@ -151,7 +151,7 @@ def mix_parameters(step: int, seed: int, img_size: tuple[int, int], mixup: float
                    switch_prob: float) -> dict[str, np.ndarray]:
     """This step's timm-style batch mixing, drawn on the host (identically on every process):
     mixup or cutmix (chosen with switch_prob) of the batch with its reverse. `lam` weighs the
-    targets; the cutmix box is (y0, y1, x0, x1). Applied on device by `train.loop.apply_mix`."""
+    targets; the cutmix box is (y0, y1, x0, x1). Applied on device by `train.classification.apply_mix`."""
     rng = np.random.default_rng([seed, 2, step])
     h, w = img_size
     if mixup <= 0 and cutmix <= 0:

@@ -69,15 +69,20 @@ def layer_ids(names: list[str], family: str) -> dict[str, int]:
     return {name: layers[key] for name, key in ordinals.items()}
 
 
-def layer_decay_scales(params: Any, family: str, decay: float) -> Any:
+def layer_decay_scales(params: Any, family: str, decay: float, backbone: tuple[str, ...] = ()) -> Any:
     """Each parameter's learning-rate scale under layer-wise decay: `decay ** (last - layer)`, so
     the head learns at the full rate and each layer below at `decay` times the one above
-    (timm's `--layer-decay`, BEiT's and MAE's fine-tuning recipe)."""
+    (timm's `--layer-decay`, BEiT's and MAE's fine-tuning recipe). Layers are counted inside
+    the `backbone` subtree (a path of param-tree keys; () for a classifier, whose params are its
+    backbone's, head included); every parameter outside it is head, in the last layer."""
     flat, tree = jax.tree_util.tree_flatten_with_path(params)
-    names = [canonical_key(tuple(str(getattr(p, "key", p)) for p in path)) for path, _ in flat]
-    ids = layer_ids(names, family)
-    last = max(ids.values())
-    return tree.unflatten([decay ** (last - ids[name]) for name in names])
+    paths = [tuple(str(getattr(p, "key", p)) for p in path) for path, _ in flat]
+    inside = [path[:len(backbone)] == tuple(backbone) for path in paths]
+    names = {i: canonical_key(path[len(backbone):]) for i, path in enumerate(paths) if inside[i]}
+    ids = layer_ids(list(names.values()), family)
+    last = max([*ids.values(), 0]) + (0 if all(inside) else 1)  # outside the backbone: one layer above it
+    head_ids = {i: last for i in range(len(paths)) if not inside[i]}
+    return tree.unflatten([decay ** (last - (ids[names[i]] if inside[i] else head_ids[i])) for i in range(len(paths))])
 
 
 def scale_per_parameter(scales: Any) -> optax.GradientTransformation:

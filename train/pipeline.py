@@ -8,7 +8,7 @@ do not depend on the worker count or on how many processes share the global batc
 resumed at step s sees exactly the batches an uninterrupted run sees from s on.
 
 Images leave the workers as uint8 (4x less to move than float32) and are normalised on the
-device (`train.loop.prepare_images`), as timm's prefetching loader does on the GPU. Random
+device (`train.task.prepare_images`), as timm's prefetching loader does on the GPU. Random
 erasing's box and its noise are drawn in the workers (only the box's values, in a flat buffer);
 the device writes them into the normalised image.
 """
@@ -275,16 +275,17 @@ def _in_worker(worker_index: int, worker_count: int) -> None:
 
 def host_batches(split: Union[FileSplit, ArraySplit], plan: BatchPlan, transform: Callable, start_step: int,
                  stop_step: int, workers: int, on_bad_image: str = "error", buffer: int = 2,
-                 erase_capacity: int = 0) -> Any:
+                 erase_capacity: int = 0, loader: Optional[Callable[..., Any]] = None) -> Any:
     """A grain iterator of this process's batches for steps [start_step, stop_step): numpy dicts
     with `image`, `label`, `weight`, `skipped` (and `erase`, `erase_noise` with an
     `erase_capacity`). `workers` processes decode and augment whole batches (worker k makes
-    batches k, k + workers, ...); 0 does it in this process."""
+    batches k, k + workers, ...); 0 does it in this process. `loader`: the map function class that
+    makes one example (a task's; default `LoadExample`, an image and an integer label)."""
     import grain
 
     if on_bad_image not in ON_BAD_IMAGE:
         raise InputError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
-    fn = LoadExample(split, plan, transform, start_step, on_bad_image, erase_capacity)
+    fn = (loader or LoadExample)(split, plan, transform, start_step, on_bad_image, erase_capacity)
     slots = max(stop_step - start_step, 0) * plan.per_process
     dataset = grain.MapDataset.range(slots).map(fn).batch(plan.per_process, drop_remainder=True,
                                                           batch_fn=Collate(erase_capacity))

@@ -540,7 +540,7 @@ def erasing_noise(box: Sequence[int], channels: int, rng: np.random.Generator,
     timm draws it, as a flat float32 array in row-major (h, w, channels) order (empty when the
     box is). Only the box's values are drawn and moved: the batch draws them straight into the
     start of the image's row of its noise buffer (``out``; ``train.pipeline.Collate``) and the
-    device writes them in (``train.loop.prepare_images``)."""
+    device writes them in (``train.task.prepare_images``)."""
     top, bottom, left, right = (int(v) for v in box)
     size = (bottom - top) * (right - left) * channels
     if out is None:

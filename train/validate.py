@@ -35,7 +35,7 @@ def validate(model_name: str, checkpoint: str | Path, data: str | Path, *, batch
     from swin_jax.convert import CheckpointFamilyError, from_torch, infer_num_classes
     from swin_jax.layouts import detect_family
     from train.data import scan_image_folder
-    from train.loop import prepare_images
+    from train.task import prepare_images
     from train.pipeline import BatchPlan, Batches, EvalTransform, default_workers, host_batches
 
     swin_jax.get_config(model_name)  # an unknown name fails before anything is read
