@@ -525,7 +525,7 @@ def test_center_crop_pads_like_torchvision():
     for h, w in [(20, 30), (31, 17), (50, 50), (9, 8)]:
         img = make_image(h, w)
         for size in [(24, 24), (33, 21), (10, 40), (8, 9)]:
-            np.testing.assert_array_equal(np.asarray(T._center_crop(img, size)), np.asarray(TF.center_crop(img, size)))
+            np.testing.assert_array_equal(np.asarray(T.center_crop(img, size)), np.asarray(TF.center_crop(img, size)))
 
 
 # ---------------------------------------------------------------- 7. whole training transform

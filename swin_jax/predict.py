@@ -53,7 +53,7 @@ def read_rgb(path: str | Path) -> Any:
 
 def prepare(img: Any, size: tuple[int, int], data: Any) -> np.ndarray:
     """timm's evaluation transform of one PIL image for `data` (a `DataConfig`): float32 HWC."""
-    from train.transforms import eval_transform, normalize
+    from swin_jax.preprocess import eval_transform, normalize
 
     return normalize(eval_transform(img, size, data.crop_pct, data.interpolation), data.mean, data.std)
 

@@ -32,6 +32,8 @@ from typing import Mapping, Optional, Sequence, Union
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 from swin_jax.arguments import InputError
+from swin_jax.preprocess import (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PIL_INTERPOLATIONS, center_crop,
+                                 eval_transform, normalize, pil_interpolation, resize)
 
 __all__ = [
     "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD", "pil_interpolation",
@@ -41,28 +43,8 @@ __all__ = [
     "erasing_box", "erasing_capacity", "erasing_noise", "place_erasing_noise", "apply_erasing", "eval_transform", "normalize", "TrainTransform",
 ]
 
-IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
-
-Resampling = Image.Resampling
-_STR_TO_PIL = {
-    "nearest": Resampling.NEAREST,
-    "bilinear": Resampling.BILINEAR,
-    "bicubic": Resampling.BICUBIC,
-    "box": Resampling.BOX,
-    "hamming": Resampling.HAMMING,
-    "lanczos": Resampling.LANCZOS,
-}
 # timm's `_RANDOM_INTERPOLATION`, in its order (the index drawn selects from this tuple).
 _RANDOM_INTERPOLATION = ("bilinear", "bicubic")
-
-
-def pil_interpolation(name: str) -> int:
-    """timm's ``str_to_pil_interp``: "nearest" | "bilinear" | "bicubic" | "box" | "hamming" | "lanczos"."""
-    try:
-        return _STR_TO_PIL[name]
-    except KeyError:
-        raise InputError(f"unknown interpolation {name!r}; expected one of {sorted(_STR_TO_PIL)}") from None
 
 
 def _uniform(rng: np.random.Generator, a: float, b: float) -> float:
@@ -110,14 +92,6 @@ def random_resized_crop_params(width: int, height: int, scale: tuple[float, floa
     return (height - target_h) // 2, (width - target_w) // 2, target_h, target_w
 
 
-def _resize(img: Image.Image, size: Sequence[int], interpolation: str) -> Image.Image:
-    """torchvision ``F.resize`` on PIL with an explicit (h, w): a no-op when the size already matches."""
-    h, w = int(size[0]), int(size[1])
-    if (img.height, img.width) == (h, w):
-        return img
-    return img.resize((w, h), pil_interpolation(interpolation))
-
-
 def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: tuple[int, int],
                  interpolation: str) -> Image.Image:
     """torchvision ``F.resized_crop`` on PIL: crop the box, THEN resize it to ``size`` = (H, W).
@@ -125,7 +99,7 @@ def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: tu
     (Not ``img.resize(size, box=...)``: resampling from the uncropped image reads pixels outside
     the box near its border and gives different values.)
     """
-    return _resize(img.crop((left, top, left + w, top + h)), size, interpolation)
+    return resize(img.crop((left, top, left + w, top + h)), size, interpolation)
 
 
 def hflip(img: Image.Image) -> Image.Image:
@@ -472,7 +446,7 @@ class RandAugment:
             magnitude = float(max(0.0, min(magnitude, upper_bound)))
             negate = bool(rng.random() > 0.5) if name in _SIGNED_OPS else False
             if name in _GEOMETRIC_OPS and not fixed_resample:
-                resample = int(_STR_TO_PIL[_RANDOM_INTERPOLATION[int(rng.integers(0, 2))]])
+                resample = int(PIL_INTERPOLATIONS[_RANDOM_INTERPOLATION[int(rng.integers(0, 2))]])
             else:
                 resample = self._default_resample()
             layers.append((name, True, magnitude, negate, resample))
@@ -562,57 +536,6 @@ def place_erasing_noise(box: Sequence[int], buffer: np.ndarray, shape: tuple[int
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-def _center_crop(img: Image.Image, size: tuple[int, int]) -> Image.Image:
-    """torchvision ``F.center_crop`` on PIL: zero-pad when smaller, round the offsets."""
-    crop_h, crop_w = size
-    img_w, img_h = img.size
-    if crop_w > img_w or crop_h > img_h:
-        border = (
-            (crop_w - img_w) // 2 if crop_w > img_w else 0,
-            (crop_h - img_h) // 2 if crop_h > img_h else 0,
-            (crop_w - img_w + 1) // 2 if crop_w > img_w else 0,
-            (crop_h - img_h + 1) // 2 if crop_h > img_h else 0,
-        )
-        img = ImageOps.expand(img, border=border, fill=(0,) * len(img.getbands()))
-        img_w, img_h = img.size
-        if (crop_w, crop_h) == (img_w, img_h):
-            return img
-    top = int(round((img_h - crop_h) / 2.0))
-    left = int(round((img_w - crop_w) / 2.0))
-    return img.crop((left, top, left + crop_w, top + crop_h))
-
-
-def eval_transform(img: Image.Image, size: tuple[int, int], crop_pct: float, interpolation: str) -> np.ndarray:
-    """timm ``transforms_imagenet_eval`` (crop_mode "center") up to ``ToTensor``: uint8 HWC.
-
-    ``scale_size = floor(side / crop_pct)`` per side; when both are equal the shorter image side
-    is resized to it keeping the aspect (torchvision ``Resize(int)``, long side truncated),
-    otherwise timm's ``ResizeKeepRatio(scale_size)`` (both sides divided by the smaller
-    side ratio, Python-rounded); then torchvision ``CenterCrop(size)``.
-    """
-    crop_pct = crop_pct or 0.875  # timm's DEFAULT_CROP_PCT when None/0
-    size = (int(size[0]), int(size[1]))
-    scale_h, scale_w = (math.floor(x / crop_pct) for x in size)
-    img_w, img_h = img.size
-    if scale_h == scale_w:
-        short, long = (img_w, img_h) if img_w <= img_h else (img_h, img_w)
-        new_short, new_long = scale_h, int(scale_h * long / short)
-        new_w, new_h = (new_short, new_long) if img_w <= img_h else (new_long, new_short)
-        target = (new_h, new_w)
-    else:
-        ratio = min(img_h / scale_h, img_w / scale_w)
-        target = (round(img_h / ratio), round(img_w / ratio))
-    img = _resize(img, target, interpolation)
-    return np.asarray(_center_crop(img, size), dtype=np.uint8)
-
-
-def normalize(image_uint8_hwc: np.ndarray, mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
-              std: Sequence[float] = IMAGENET_DEFAULT_STD) -> np.ndarray:
-    """``ToTensor`` + ``Normalize`` in float32, in the same operation order: (x / 255 - mean) / std."""
-    x = np.asarray(image_uint8_hwc).astype(np.float32) / np.float32(255)
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
 
 
 # --------------------------------------------------------------------------- training
