@@ -1,19 +1,21 @@
 """Model registry: a name and overrides in, a Flax linen module out."""
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from swin_jax.configs import SwinConfig, SwinV2Config, VitConfig, get_config
-from swin_jax.swin import SwinTransformer
-from swin_jax.swin_v2 import SwinTransformerV2
-from swin_jax.vit import VisionTransformer
+from swin_jax.configs import FLAX_MODULES, get_config
 
-MODEL_CLASSES: dict[type, type[nn.Module]] = {SwinConfig: SwinTransformer, SwinV2Config: SwinTransformerV2,
-                                              VitConfig: VisionTransformer}
+
+def module_class(config: Any) -> type[nn.Module]:
+    """The Flax module class that builds a model of `config`, as the config registry names it
+    (`swin_jax.configs.FLAX_MODULES`, "module:attribute"), imported on first use."""
+    module, _, attribute = FLAX_MODULES[type(config)].partition(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def create_model(name: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Module:
@@ -23,7 +25,7 @@ def create_model(name: str, dtype: Any = jnp.float32, **overrides: Any) -> nn.Mo
     arguments override the named config (`num_classes`, `img_size`, `window_size`, ...).
     """
     config = get_config(name, **overrides)
-    return MODEL_CLASSES[type(config)](config, dtype=dtype)
+    return module_class(config)(config, dtype=dtype)
 
 
 def dummy_input(model: nn.Module, batch: int = 1) -> jax.ShapeDtypeStruct:
