@@ -11,6 +11,7 @@ flags and prints the run's result as JSON on its last line (process 0).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from swin_jax.checkpoint_io import write_atomic
 from train.classification import ClassificationTask
 from train.config import TrainConfig
 from train.data import Dataset
+from train.task import apply_model
 
 CLASSES = 10
 
@@ -56,8 +59,7 @@ class TinyBatchNormNet(nn.Module):
 
 def flat_variables(variables: dict) -> dict[str, np.ndarray]:
     """{"params/conv/kernel": ..., "batch_stats/bn/mean": ...}"""
-    return {"/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(variables)[0]}
+    return {name: np.asarray(leaf) for name, leaf in flat_arrays(variables).items()}
 
 
 def torch_correct(variables: dict[str, np.ndarray], data: Dataset) -> int:
@@ -86,9 +88,10 @@ class BatchNormTask(ClassificationTask):
     """Classification of the digits by `TinyBatchNormNet`, evaluated with a confusion matrix."""
 
     name = "batchnorm-test"
+    export_files = ("variables.npz",)
 
-    def default_img_size(self, cfg: TrainConfig) -> tuple[int, int]:
-        return (32, 32)
+    def input_size(self, cfg: TrainConfig) -> tuple[int, int]:
+        return tuple(cfg.img_size or (32, 32))
 
     def build_model(self, cfg: TrainConfig, data: Dataset) -> Any:
         return TinyBatchNormNet(TinyConfig(num_classes=data.num_classes, img_size=data.img_size,
@@ -106,14 +109,14 @@ class BatchNormTask(ClassificationTask):
         return {}
 
     def eval_sums(self, model: Any, variables: dict, batch: dict) -> dict:
-        sums = super().eval_sums(model, variables, batch)
-        from train.task import apply_model
-
+        """Classification's sums and the confusion matrix [true class, predicted class]."""
         logits, _ = apply_model(model, variables, batch["images"], train=False)
-        k = model.config.num_classes
-        truth = jax.nn.one_hot(batch["labels"], k) * batch["weights"][:, None]
-        guess = jax.nn.one_hot(jnp.argmax(logits, -1), k)
-        return {**sums, "confusion": truth.T @ guess}  # [true class, predicted class]
+        w, k = batch["weights"], model.config.num_classes
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+        guess = jnp.argmax(logits, -1)
+        confusion = (jax.nn.one_hot(batch["labels"], k) * w[:, None]).T @ jax.nn.one_hot(guess, k)
+        return {"loss_sum": jnp.sum(loss * w), "correct": jnp.sum((guess == batch["labels"]) * w),
+                "count": jnp.sum(w), "confusion": confusion}
 
     def summarize(self, totals: dict) -> dict:
         return {**super().summarize(totals), "confusion": np.asarray(totals["confusion"]).astype(int).tolist()}
@@ -121,7 +124,7 @@ class BatchNormTask(ClassificationTask):
     def export(self, cfg: TrainConfig, model: Any, variables: dict, data: Dataset, inputs: Any, out: Path,
                summary: dict) -> tuple[dict, str]:
         arrays = flat_variables(variables)
-        path = out / "variables.npz"
+        path = out / self.export_files[0]
         write_atomic(path, lambda f: np.savez(f, **arrays))
         correct = torch_correct(arrays, data)
         return (dict(weights=str(path), torch_correct=correct),
@@ -129,13 +132,31 @@ class BatchNormTask(ClassificationTask):
 
 
 def main(argv: list[str]) -> int:
+    from train import sharding
     from train.config import parse_config
-    from train.loop import train
+    from train.loop import TrainingRun, train
 
-    result = train(parse_config(argv), task=BatchNormTask(parse_config(argv).recipe))
+    # FSDP splits arrays of this many elements and up: the tests lower it so that the tiny
+    # network's kernels, BatchNorm params and running statistics are sharded too
+    sharding.FSDP_MIN_ELEMENTS = int(os.environ.get("BATCHNORM_TASK_FSDP_MIN_ELEMENTS", sharding.FSDP_MIN_ELEMENTS))
+    placement: dict[str, list] = {}  # how the set-up placed each array of the model state
+    set_up = TrainingRun.set_up
+
+    def set_up_and_record(run: TrainingRun) -> None:
+        set_up(run)
+        placement.update({name: list(x.sharding.spec) for name, x in flat_arrays(run.state.model_state).items()})
+
+    TrainingRun.set_up = set_up_and_record
+    cfg = parse_config(argv)
+    result = train(cfg, task=BatchNormTask(cfg.recipe))
     if jax.process_index() == 0:
-        print(json.dumps(result, default=str))
+        print(json.dumps({**result, "model_state_placement": placement}, default=str))
     return 0
+
+
+def flat_arrays(tree: Any) -> dict[str, Any]:
+    return {"/".join(str(getattr(k, "key", k)) for k in path): leaf
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """The `swin-jax parity` command, and what imports what."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -76,9 +78,12 @@ def test_python_module_entry_point():
 @pytest.mark.parametrize("module, forbidden", [
     ("swin_jax.configs", ("jax", "torch", "flax")),
     ("swin_torch_ref", ("jax", "flax")),
-    # the library never imports the trainer (the benchmark imports its step only when it runs one)
-    ("swin_jax, swin_jax.models, swin_jax.cli, swin_jax.bench, swin_jax.convert, swin_jax.checkpoint_info, "
-     "swin_jax.parity", ("train", "train.loop", "train.pipeline")),
+    # the library never imports the trainer, nor its tools (the bench lives in train/)
+    ("swin_jax, swin_jax.models, swin_jax.cli, swin_jax.convert, swin_jax.checkpoint_info, "
+     "swin_jax.parity", ("train", "train.loop", "train.pipeline", "train.bench")),
+    # the benchmark imports the trainer's step only when it runs one, and timm only when it measures it
+    ("train.bench", ("train.loop", "train.optim", "train.sharding", "train.data", "train.pipeline", "orbax",
+                     "grain", "torch", "timm")),
 ])
 def test_imports_stay_light(module, forbidden):
     code = f"import sys, {module}; print(sorted(m for m in {forbidden!r} if m in sys.modules))"
@@ -87,40 +92,17 @@ def test_imports_stay_light(module, forbidden):
     assert result.stdout.strip() == "[]"
 
 
-def test_swin_jax_modules_import_without_a_circle():
-    """The import graph of swin_jax's modules (every import, the lazy ones inside functions too,
-    read from the source) has no cycle: each module can be understood, and imported, after the
-    ones it names."""
-    import ast
-
-    package = ROOT / "swin_jax"
-    modules = {f"swin_jax.{p.stem}" for p in package.glob("*.py")}
-    graph = {}
-    for path in package.glob("*.py"):
-        names = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("swin_jax"):
-                names.add(node.module)
-                names.update(f"{node.module}.{a.name}" for a in node.names)
-            elif isinstance(node, ast.Import):
-                names.update(a.name for a in node.names)
-        graph[f"swin_jax.{path.stem}"] = {n for n in names if n in modules and n != f"swin_jax.{path.stem}"}
-    graph.pop("swin_jax.__init__", None)
-    seen, done = [], set()
-
-    def visit(node):
-        assert node not in seen, f"import cycle: {' -> '.join(seen[seen.index(node):] + [node])}"
-        if node in done:
-            return
-        seen.append(node)
-        for child in graph.get(node, ()):
-            visit(child)
-        seen.pop()
-        done.add(node)
-
-    for module in graph:
-        visit(module)
-    assert "swin_jax.kernels" in graph["swin_jax.layers"] and len(graph) > 10
+def test_bench_import_leaves_the_gpu_setting_to_the_command():
+    """Importing the bench changes nothing in the process: JAX's GPU preallocation is turned off
+    by `leave_gpu_memory_to_torch()`, which `swin-jax bench` calls, and a setting already made stays."""
+    check = ("import os, train.bench as b; before = os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE'); "
+             "b.leave_gpu_memory_to_torch(); print(before, os.environ['XLA_PYTHON_CLIENT_PREALLOCATE'])")
+    unset = "import os; os.environ.pop('XLA_PYTHON_CLIENT_PREALLOCATE', None); "
+    result = run_cli("python", "-c", unset + check)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "false"]
+    result = run_cli("python", "-c", check, env={"XLA_PYTHON_CLIENT_PREALLOCATE": "true"})
+    assert result.stdout.split() == ["true", "true"], result.stderr
 
 
 def test_list_models_has_timm_names():
@@ -322,14 +304,17 @@ def test_bench_times_the_trainers_step(monkeypatch):
     """The swin_jax train step the bench times is the trainer's own `train.loop.train_step`
     (with its state and optimizer), so the published ratio is the one a user gets."""
     import train.loop
-    from swin_jax import bench
+    from train import bench
 
     calls = []
     real = train.loop.train_step
     monkeypatch.setattr(train.loop, "train_step", lambda *a, **k: calls.append(sorted(k)) or real(*a, **k))
-    result = bench.bench_jax("vit_tiny_patch16_224", 2, (32, 32), "float32", train=True, repeats=1)
-    assert calls and {"model", "tx", "schedule", "ema_decay", "accum_steps"} <= set(calls[0])
+    result, run = bench.bench_jax("vit_tiny_patch16_224", 2, (32, 32), "float32", train=True, repeats=1)
+    assert calls and {"task", "model", "tx", "schedule", "ema_decay", "accum_steps"} <= set(calls[0])
     assert result.mode == "train" and result.img_per_s > 0 and len(result.times_s) == 1
+    assert not hasattr(result, "runner") and "runner" not in dataclasses.asdict(result)
+    run()  # one more step, for run_bench's interleaved rounds
+    assert len(calls) == 1  # compiled once: the runner reruns the compiled step
 
 
 def test_bench_times_frameworks_in_turn():
@@ -339,7 +324,7 @@ def test_bench_times_frameworks_in_turn():
     than the whole run's."""
     import time
 
-    from swin_jax.bench import interleaved_times
+    from train.bench import interleaved_times
 
     spans = []  # (run, start, end) of each call, read inside it
 
@@ -371,7 +356,7 @@ def test_bench_flop_count_and_gpu_pairing(monkeypatch):
     import jax.numpy as jnp
     import torch
 
-    from swin_jax import bench
+    from train import bench
 
     a, b = jnp.ones((32, 48)), jnp.ones((48, 16))
     matmul = jax.jit(lambda a, b: jnp.tanh(a @ b))
@@ -399,7 +384,8 @@ def test_bench_model_flops_write_out_fused_attention(monkeypatch):
     import jax.numpy as jnp
 
     import swin_jax
-    from swin_jax import bench, kernels
+    from swin_jax import kernels
+    from train import bench
 
     calls = []
     real = kernels.fused_self_attention

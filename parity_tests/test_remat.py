@@ -66,7 +66,7 @@ def test_remat_choice_is_checked():
 def test_block_remat_halves_swin_b_step_temporaries(record):
     """The compiled Swin-B train step (batch 8, 224): temporaries fall by at least half with
     block remat (`swin-jax bench --memory-table`'s measurement, on one device)."""
-    from swin_jax.bench import memory_markdown, memory_table
+    from train.bench import memory_markdown, memory_table
 
     rows = memory_table(["swin_base_patch4_window7_224"], 8, ("none", "block"), log=print, time_steps=0)
     plain, block = [r for r in rows if r["devices"] == 1]  # (more rows where several devices are visible)

@@ -23,8 +23,8 @@ TASK_SCRIPT = Path(__file__).with_name("batchnorm_task.py")
 RUN = ["--preset", "digits", "--max-steps", "6", "--batch-size", "64", "--ckpt-every", "3"]
 
 
-def _run(out: Path, *extra: str, devices: int = 1, wait: bool = True):
-    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+def _run(out: Path, *extra: str, devices: int = 1, wait: bool = True, env: dict | None = None):
+    env = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(env or {})}
     return run_cli("python", TASK_SCRIPT, *RUN, "--out-dir", out, *extra, env=env, wait=wait)
 
 
@@ -37,37 +37,70 @@ def _variables(out: Path) -> dict:
         return dict(f)
 
 
-def test_model_state_through_the_step_evaluation_and_ema():
-    """batch_stats ride in the train state: the step updates them (from the batch's statistics),
-    EMA averages the params only, evaluation reads the running statistics."""
+def _bn_setup(accum_steps: int = 1):
     model = TinyBatchNormNet(TinyConfig())
     variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)))
     schedule = lr_schedule(1e-3, 1e-3, 1e-3, 0, 10)
-    tx = make_optimizer(schedule, 0.05, 0.0)
-    state = create_train_state(variables["params"], tx, ema=True, model_state={"batch_stats": variables["batch_stats"]})
-    assert set(state.ema_params) == set(state.params)  # params only
+    tx = make_optimizer(schedule, 0.05, 0.0, accum_steps=accum_steps)
     rng = np.random.default_rng(0)
-    batch = {"images": jnp.asarray(rng.normal(2.0, 3.0, size=(16, 32, 32, 1)).astype(np.float32)),
-             "labels": jnp.asarray(rng.integers(0, 10, 16)), "weights": jnp.ones(16)}
-    no_mix = dict(lam=np.float32(1.0), cutmix=np.bool_(False), box=np.zeros(4, np.int32))
-    task = BatchNormTask(ClassificationRecipe(label_smoothing=0.0))
-    step = jax.jit(lambda s, b: train_step(s, b, no_mix, task=task, model=model, tx=tx, schedule=schedule,
-                                           key=jax.random.PRNGKey(0), ema_decay=0.5, accum_steps=1))
-    new, metrics = step(state, batch)
-    # momentum 0.9 from mean 0 and variance 1: a tenth of the way to the batch's statistics
-    before, after = state.model_state["batch_stats"]["bn"], new.model_state["batch_stats"]["bn"]
-    assert np.all(np.asarray(before["mean"]) == 0) and np.abs(np.asarray(after["mean"])).max() > 1e-3
-    assert np.abs(np.asarray(after["var"]) - 1).max() > 1e-3
-    assert "batch_stats" not in new.ema_params and set(new.ema_params) == {"conv", "bn", "head"}
-    np.testing.assert_array_equal(jax.tree.leaves(new.ema_params)[0],
-                                  0.5 * jax.tree.leaves(state.params)[0] + 0.5 * jax.tree.leaves(new.params)[0])
-    # evaluation: the running statistics, so the new state's sums differ from the old one's with the same params
-    sums = [eval_step({"params": state.params, **s.model_state}, batch, task=task, model=model)
-            for s in (state, new)]
+    batches = [{"images": jnp.asarray(rng.normal(2.0, 3.0, size=(16, 32, 32, 1)).astype(np.float32)),
+                "labels": jnp.asarray(rng.integers(0, 10, 16)), "weights": jnp.ones(16)} for _ in range(2)]
+    return model, variables, schedule, tx, batches
+
+
+NO_MIX = dict(lam=np.float32(1.0), cutmix=np.bool_(False), box=np.zeros(4, np.int32))
+TASK = BatchNormTask(ClassificationRecipe(label_smoothing=0.0))
+
+
+def _step(model, tx, schedule, ema_decay: float, accum_steps: int = 1):
+    return jax.jit(lambda s, b: train_step(s, b, NO_MIX, task=TASK, model=model, tx=tx, schedule=schedule,
+                                           key=jax.random.PRNGKey(0), ema_decay=ema_decay, accum_steps=accum_steps))
+
+
+def test_model_state_through_the_step_evaluation_and_ema():
+    """batch_stats ride in the train state: the step updates them from the batch's statistics as
+    the model's own BatchNorm does, EMA leaves them alone (the same with and without it),
+    evaluation reads the running statistics."""
+    model, variables, schedule, tx, (batch, _) = _bn_setup()
+    stats = {"batch_stats": variables["batch_stats"]}
+    runs = {}
+    for decay in (0.0, 0.5):
+        state = create_train_state(variables["params"], tx, ema=decay > 0, model_state=stats)
+        runs[decay], _ = _step(model, tx, schedule, decay)(state, batch)
+    # the model's own update of its running statistics, with the params before the step
+    _, expected = model.apply(variables, batch["images"], train=True, mutable=["batch_stats"])
+    for decay, new in runs.items():  # (fused into the jitted step, rounding may move by an ulp)
+        for got, want in zip(jax.tree.leaves(new.model_state), jax.tree.leaves(dict(expected)), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+    for got, want in zip(jax.tree.leaves(runs[0.0].model_state), jax.tree.leaves(runs[0.5].model_state), strict=True):
+        np.testing.assert_array_equal(got, want)  # EMA on or off: the same statistics
+    assert np.abs(np.asarray(runs[0.0].model_state["batch_stats"]["bn"]["mean"])).max() > 1e-2  # they moved
+    np.testing.assert_array_equal(jax.tree.leaves(runs[0.5].ema_params)[0],
+                                  0.5 * jax.tree.leaves(variables["params"])[0] + 0.5 * jax.tree.leaves(runs[0.5].params)[0])
+    # evaluation: the running statistics, so the same params give other sums with the new statistics
+    old, new = ({"params": variables["params"], **s} for s in (stats, runs[0.0].model_state))
+    sums = [eval_step(v, batch, task=TASK, model=model) for v in (old, new)]
     assert float(sums[0]["loss_sum"]) != float(sums[1]["loss_sum"])
-    assert eval_variables(new, ema=True)["params"] is new.ema_params
-    assert eval_variables(new, ema=True)["batch_stats"] is new.model_state["batch_stats"]
-    assert np.isfinite(float(metrics["loss"]))
+    assert eval_variables(runs[0.5], ema=True)["params"] is runs[0.5].ema_params
+    assert eval_variables(runs[0.5], ema=True)["batch_stats"] is runs[0.5].model_state["batch_stats"]
+
+
+def test_running_statistics_update_per_micro_batch():
+    """--accum-steps 2: the params move once per two batches, the running statistics after each
+    batch (as torch's BatchNorm does under gradient accumulation)."""
+    model, variables, schedule, tx, batches = _bn_setup(accum_steps=2)
+    state = create_train_state(variables["params"], tx, ema=False, model_state={"batch_stats": variables["batch_stats"]})
+    step = _step(model, tx, schedule, 0.0, accum_steps=2)
+    expected = dict(variables)
+    for i, batch in enumerate(batches):
+        state, _ = step(state, batch)
+        _, updated = model.apply(expected, batch["images"], train=True, mutable=["batch_stats"])
+        expected = {"params": variables["params"], **updated}
+        for got, want in zip(jax.tree.leaves(state.model_state), jax.tree.leaves(updated), strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)  # a batch's update is ~0.1
+        moved = [not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(state.params),
+                                                           jax.tree.leaves(variables["params"]))]
+        assert any(moved) == (i == 1), (i, moved)  # the optimizer steps on the second micro-batch only
 
 
 def test_layer_decay_counts_layers_inside_the_backbone():
@@ -81,6 +114,8 @@ def test_layer_decay_counts_layers_inside_the_backbone():
     bare = jax.tree.leaves(layer_decay_scales(swin, "swin", 0.5))
     nested = layer_decay_scales({"backbone": swin, "decode_head": head}, "swin", 0.5, backbone=("backbone",))
     assert jax.tree.leaves(nested["decode_head"]) == [1.0]
+    with pytest.raises(ValueError, match="no parameter under the backbone path"):
+        layer_decay_scales(swin, "swin", 0.5, backbone=("backbone",))
     np.testing.assert_allclose(jax.tree.leaves(nested["backbone"]), [0.5 * s for s in bare])
     assert min(bare) < 0.1
     rooted = layer_decay_scales({"backbone": swin, "decode_head": head}, "swin", 0.5)
@@ -130,12 +165,19 @@ def _compare(reference: dict, other: dict, label: str) -> None:
     assert worst <= 1e-5, (label, worst)
 
 
+SHARD_ALL = {"BATCHNORM_TASK_FSDP_MIN_ELEMENTS": "1"}  # the tiny network's arrays sharded too
+SPLIT_STATISTICS = {"batch_stats/bn/mean": ["data"], "batch_stats/bn/var": ["data"]}  # each split over the devices
+
+
 def test_fsdp_on_four_devices_equals_one(one_device, tmp_path):
-    """--fsdp over 4 devices, the running statistics from the global batch: the params, the
-    statistics and the confusion matrix of one device."""
+    """--fsdp over 4 devices, every array the device count divides sharded (the running statistics
+    too), BatchNorm's statistics from the global batch: the params, the statistics and the
+    confusion matrix of one device."""
     out, reference = one_device
-    result = _run(tmp_path, "--fsdp", devices=4)
+    result = _run(tmp_path, "--fsdp", devices=4, env=SHARD_ALL)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "fsdp: training state sharded over 4 devices" in result.stdout
+    assert _result(result.stdout)["model_state_placement"] == SPLIT_STATISTICS
     _compare(_variables(out), _variables(tmp_path), "fsdp 4 vs 1")
     assert _result(result.stdout)["confusion"] == reference["confusion"]
 
@@ -147,13 +189,43 @@ def _free_port() -> int:
 
 
 def test_two_hosts_of_two_devices_equal_one(one_device, tmp_path):
-    """2 processes of 2 devices: the evaluation's confusion matrix, totalled over both hosts, and
-    the running statistics equal one device's."""
+    """2 processes of 2 devices, the state sharded across them (--fsdp): the evaluation's confusion
+    matrix, totalled over both hosts, and the running statistics gathered for the export equal
+    one device's."""
     out, reference = one_device
     address = f"127.0.0.1:{_free_port()}"
-    procs = [_run(tmp_path, "--coordinator", address, "--num-processes", "2", "--process-id", str(i), devices=2,
-                  wait=False) for i in range(2)]
+    procs = [_run(tmp_path, "--fsdp", "--coordinator", address, "--num-processes", "2", "--process-id", str(i),
+                  devices=2, wait=False, env=SHARD_ALL) for i in range(2)]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
+    assert _result(outputs[0])["model_state_placement"] == SPLIT_STATISTICS
     _compare(_variables(out), _variables(tmp_path), "2 hosts x 2 devices vs 1")
     assert _result(outputs[0])["confusion"] == reference["confusion"]
+
+
+def test_resume_reads_a_checkpoint_saved_before_the_model_state(tmp_path):
+    """A run saved by the trainer before its state held `model_state` (four fields) resumes: its
+    params and optimizer state come back, with an empty model state."""
+    import orbax.checkpoint as ocp
+
+    from train.config import PRESETS, make_config
+    from train.loop import TrainingRun, _TrainStateWithoutModelState
+    from train.task import task_for
+
+    values = {**PRESETS["digits"], "out_dir": str(tmp_path), "max_steps": 2, "export": False}
+    first = TrainingRun(make_config(**values), task_for(make_config(**values)), log=lambda *a: None)
+    first.set_up()
+    first.restore()
+    old = first.state
+    params = jax.tree.map(lambda x: x + 1.0, old.params)  # not what a fresh set-up makes
+    legacy = _TrainStateWithoutModelState(old.step + 7, params, old.opt_state, old.ema_params)
+    first.manager.save(7, args=ocp.args.Composite(state=ocp.args.StandardSave(legacy),
+                                                  data=ocp.args.JsonSave({"next_step": 7, **first.identity})))
+    first.manager.wait_until_finished()
+    cfg = make_config(**values, resume=True)
+    second = TrainingRun(cfg, task_for(cfg), log=lambda *a: None)
+    second.set_up()
+    second.restore()
+    assert second.start == 7 and int(second.state.step) == 7 and second.state.model_state == {}
+    for got, want in zip(jax.tree.leaves(second.state.params), jax.tree.leaves(params), strict=True):
+        np.testing.assert_array_equal(got, want)

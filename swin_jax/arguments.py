@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, NoReturn, Optional, TextIO
 
 
+# the help of --use-ema, on every command that reads a checkpoint
+USE_EMA_HELP = "read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)"
+
+
 class InputError(ValueError):
     """Bad input (a file, an argument, an option): what a command reports as one line that names
     the problem, with exit status 2. Every other exception is a bug and keeps its traceback."""

@@ -6,10 +6,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
-from swin_jax.arguments import InputError
+from swin_jax.arguments import USE_EMA_HELP, InputError
 
 MAX_KEY_LINES = 12  # a mismatch lists at most this many keys on the terminal
-USE_EMA_HELP = "read a training checkpoint's EMA weights (state_dict_ema / model_ema; default: its model weights)"
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,12 +115,13 @@ def _bench(args: argparse.Namespace) -> int:
         print(f"wrote {write_input_json(report, json_path)}")
         return 0
 
-    from swin_jax.bench import run_bench, table, write_json  # sets XLA_PYTHON_CLIENT_PREALLOCATE=false
+    from train.bench import leave_gpu_memory_to_torch, run_bench, table, write_json
 
+    leave_gpu_memory_to_torch()  # first: JAX has not started its backend yet
     if args.memory_table:  # the train step's memory per device by remat and placement
         import json
 
-        from swin_jax.bench import memory_markdown, memory_table
+        from train.bench import memory_markdown, memory_table
 
         rows = memory_table(args.models, batch, log=lambda m: print(m, file=sys.stderr))
         print(memory_markdown(rows))

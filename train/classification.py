@@ -125,6 +125,7 @@ class ClassificationTask(Task):
 
     name = "classification"
     metric_fields = ("test_loss", "test_acc")
+    export_files = ("model.safetensors",)
     recipe: ClassificationRecipe
 
     def load_data(self, cfg: TrainConfig, img_size: tuple[int, int]) -> Dataset:

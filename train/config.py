@@ -7,13 +7,15 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from swin_jax.arguments import InputError
 from swin_jax.configs import REMAT_CHOICES
 
 
 @dataclass(frozen=True)
-class OptimizerRecipe:
-    """What every task's recipe sets: AdamW, its warm-up + cosine schedule, clipping, layer decay
-    and stochastic depth. Defaults: the Swin paper's ImageNet-1k values (5e-4 per 512 images)."""
+class Recipe:
+    """What every task's recipe sets, read by the shared loop: AdamW, its warm-up + cosine
+    schedule, clipping, layer decay, and the model's stochastic depth. Defaults: the Swin paper's
+    ImageNet-1k values (5e-4 per 512 images)."""
 
     lr: float = 5e-4
     warmup_lr: float = 5e-7
@@ -26,7 +28,7 @@ class OptimizerRecipe:
 
 
 @dataclass(frozen=True)
-class ClassificationRecipe(OptimizerRecipe):
+class ClassificationRecipe(Recipe):
     """The classification task's recipe: the Swin paper's ImageNet-1k one (label smoothing 0.1,
     mixup 0.8 / cutmix 1.0, RandAugment m9, erasing 0.25) with timm's transforms."""
 
@@ -45,8 +47,11 @@ class ClassificationRecipe(OptimizerRecipe):
     shift: int = 0  # random translation in pixels (in-memory data: digits)
 
 
-# Each task's recipe type, by task name (`task_name` says which task a model trains with).
-RECIPES: dict[str, type] = {"classification": ClassificationRecipe}
+# The trainer's tasks: name -> (its `train.task.Task` class as "module:class", imported when a run
+# needs it; its recipe type). `task_name` says which task a model trains with.
+TASKS: dict[str, tuple[str, type]] = {
+    "classification": ("train.classification:ClassificationTask", ClassificationRecipe),
+}
 
 
 def task_name(model: str) -> str:
@@ -88,7 +93,13 @@ class TrainConfig:
     num_processes: Optional[int] = None
     process_id: Optional[int] = None
     init_timeout: int = 300  # multi-host: seconds to wait for every process to join (jax's initialization_timeout)
-    recipe: Any = field(default_factory=ClassificationRecipe)  # the task's: RECIPES[task_name(model)]
+    recipe: Recipe = field(default_factory=ClassificationRecipe)  # the model's task's (TASKS[task_name(model)])
+
+    def __post_init__(self) -> None:
+        task = task_name(self.model)
+        if not isinstance(self.recipe, TASKS[task][1]):
+            raise InputError(f"{self.model} trains as {task}, with a {TASKS[task][1].__name__}; "
+                             f"got a {type(self.recipe).__name__}")
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -172,18 +183,25 @@ def build_parser() -> argparse.ArgumentParser:
 def flag_fields() -> list[dataclasses.Field]:
     """The fields the command line sets: the run's, then every task's recipe's (each once)."""
     fields = [f for f in dataclasses.fields(TrainConfig) if f.name != "recipe"]
-    for recipe in RECIPES.values():
+    for _, recipe in TASKS.values():
         fields += [f for f in dataclasses.fields(recipe) if f.name not in {g.name for g in fields}]
     return fields
 
 
 def make_config(**values: Any) -> TrainConfig:
     """A TrainConfig from flat values (flags, presets): the recipe's fields go to the recipe of
-    the model's task, the rest to the run."""
-    recipe_type = RECIPES[task_name(values.get("model", TrainConfig.model))]
+    the model's task, the rest to the run. A value neither takes is one error naming it."""
+    model = values.get("model", TrainConfig.model)
+    task = task_name(model)
+    recipe_type = TASKS[task][1]
     recipe_names = {f.name for f in dataclasses.fields(recipe_type)}
+    run_names = {f.name for f in dataclasses.fields(TrainConfig)} - {"recipe"}
+    unknown = sorted(set(values) - recipe_names - run_names)
+    if unknown:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unknown)
+        raise InputError(f"{flags}: not an option of {task} training (--model {model})")
     recipe = recipe_type(**{k: v for k, v in values.items() if k in recipe_names})
-    return TrainConfig(**{k: v for k, v in values.items() if k not in recipe_names}, recipe=recipe)
+    return TrainConfig(**{k: v for k, v in values.items() if k in run_names}, recipe=recipe)
 
 
 def parse_config(argv: Optional[Sequence[str]] = None) -> TrainConfig:

@@ -6,6 +6,8 @@ Every random choice (epoch order, augmentation, mixup) is drawn from a generator
 """
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,13 @@ class ArraySplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def fingerprint(self) -> str:
+        """A short hash of the arrays' bytes (`train.pipeline.source_fingerprint`)."""
+        digest = hashlib.sha1()
+        digest.update(np.ascontiguousarray(self.images).tobytes())
+        digest.update(np.asarray(self.labels).tobytes())
+        return digest.hexdigest()[:16]
+
 
 @dataclass(frozen=True)
 class FileSplit:
@@ -37,6 +46,14 @@ class FileSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def fingerprint(self) -> str:
+        """A short hash of the file names (below the data folder: the folder may move) and labels."""
+        digest = hashlib.sha1()
+        root = os.path.commonpath(self.files)
+        for f, label in zip(self.files, self.labels):
+            digest.update(f"{os.path.relpath(f, root)}\0{label}\n".encode())
+        return digest.hexdigest()[:16]
 
 
 Split = Union[ArraySplit, FileSplit]

@@ -5,14 +5,14 @@ pipeline costs.
 
 What is timed is the whole host pipeline up to images ready for the model: decode, augment and
 batch in the workers, hand the batch to the main process, put it on the device and run the
-device-side half (`train.loop.prepare_images`: uint8 -> normalised float32, random erasing's
+device-side half (`train.task.prepare_images`: uint8 -> normalised float32, random erasing's
 noise, drawn in the workers, written into its box), blocked until ready. timm's side is its
 prefetching loader (`use_prefetcher=True`, here on the CPU), which normalises and erases in the
 main process.
 
 These machines are noisy, so the pipelines are timed in turn, one epoch each per round (swin_jax
 and timm at 1 worker, at 2 workers, then again), and the medians are reported, as
-`swin_jax.bench` does: both the ratio to timm and the scaling with workers compare epochs run
+`train.bench` does: both the ratio to timm and the scaling with workers compare epochs run
 close together. Each epoch holds `skip + batches + tail` batches, and only the `batches` in the
 middle are timed. The first `skip` hold worker start-up (grain spawns its workers per iterator;
 timm keeps persistent ones) and the pipeline's fill; start-up is reported apart. The last `tail`
@@ -127,7 +127,7 @@ class OurPipeline:
         import jax
         from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-        from train.loop import prepare_images
+        from train.task import prepare_images
         from train.pipeline import BatchPlan, to_global
         from train.transforms import erasing_capacity
 
@@ -309,7 +309,7 @@ def time_epoch(epoch: Iterator[Any], batch: int, skip: int, timed: int, tail: in
 
 def interleaved(runs: Sequence[Callable[[], Any]], repeats: int, tick: Callable[[], None] = lambda: None
                 ) -> list[list[Any]]:
-    """`repeats` rounds of every run in turn (A B A B ...), as swin_jax.bench.interleaved_times."""
+    """`repeats` rounds of every run in turn (A B A B ...), as train.bench.interleaved_times."""
     out: list[list[Any]] = [[] for _ in runs]
     for _ in range(repeats):
         for fn, results in zip(runs, out):
@@ -431,6 +431,8 @@ def bench_train_overhead(split: Any, recipe: Recipe, img_size: tuple[int, int], 
 
     import swin_jax
     from train.data import mix_parameters
+    from train.classification import ClassificationTask
+    from train.config import ClassificationRecipe
     from train.loop import create_train_state, train_step
     from train.optim import make_optimizer
 
@@ -438,9 +440,10 @@ def bench_train_overhead(split: Any, recipe: Recipe, img_size: tuple[int, int], 
     schedule = optax.constant_schedule(1e-4)
     tx = make_optimizer(schedule, 0.05, 5.0)
     state = [create_train_state(swin_jax.init_params(model, seed), tx, ema=False)]
-    fn = jax.jit(lambda s, b, m: train_step(s, b, m, model=model, tx=tx, schedule=schedule,
+    task = ClassificationTask(ClassificationRecipe(label_smoothing=0.1))
+    fn = jax.jit(lambda s, b, m: train_step(s, b, m, task=task, model=model, tx=tx, schedule=schedule,
                                             key=jax.random.PRNGKey(seed), ema_decay=0.0, accum_steps=1,
-                                            label_smoothing=0.1, mean=MEAN, std=STD),
+                                            mean=MEAN, std=STD),
                  donate_argnums=0, compiler_options=swin_jax.compiler_options(model))
     pipe = OurPipeline(split, recipe, img_size, batch, workers, seed)
     # untimed steps per epoch: the first waits for the workers to start; a step takes far longer

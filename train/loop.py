@@ -1,8 +1,8 @@
 """The shared training loop, for every task (`train.task`): `create_train_state`, a pure
 `train_step` and `eval_step`, jitted once with data-parallel shardings (batch split over a
 'data' mesh axis, state replicated or FSDP-sharded); `train` runs the phases in order (set up,
-restore, compile, run with its evaluations and checkpoints, export), and the loop only moves
-data, logs and checkpoints. What is task-specific (data, model, loss, evaluation, export) the
+restore, compile, run with its evaluations and checkpoints, finish, export), and the loop only
+moves data, logs and checkpoints. What is task-specific (data, model, loss, evaluation, export) the
 task supplies."""
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax
 import jax
@@ -46,6 +46,21 @@ class TrainState:
     opt_state: Any
     ema_params: Any  # {} when EMA is off
     model_state: Any  # the model's other collections (BatchNorm's batch_stats); {} for none
+
+
+class Restored(NamedTuple):
+    state: TrainState
+    data: dict  # the input pipeline's state (`Batches.get_state`)
+
+
+@flax.struct.dataclass
+class _TrainStateWithoutModelState:
+    """The train state as runs saved it before it held the model state (read on --resume)."""
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
 
 
 def create_train_state(params: Any, tx: optax.GradientTransformation, ema: bool,
@@ -88,7 +103,9 @@ def eval_step(variables: dict, batch: dict, *, task: Task, model: Any, mean: tup
 
 
 def eval_variables(state: TrainState, ema: bool) -> dict:
-    """What evaluation and export run: the EMA params when EMA is on, with the model state."""
+    """What evaluation and export run: the EMA params when EMA is on, with the model state as
+    training left it (EMA averages params only; timm's ModelEmaV2/V3 would average BatchNorm's
+    running statistics too)."""
     return {"params": state.ema_params if ema else state.params, **state.model_state}
 
 
@@ -152,12 +169,13 @@ def saved_steps(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir()) if folder.is_dir() else []
 
 
-RUN_OUTPUTS = ("checkpoints", "metrics.csv", "steps.csv", "curves.png", "config.json", "model.safetensors")
+RUN_OUTPUTS = ("checkpoints", "metrics.csv", "steps.csv", "curves.png", "config.json")  # besides the task's export
 
 
-def remove_run_outputs(out: Path) -> None:
-    """What a run writes into its folder (`RUN_OUTPUTS`), for --overwrite; other files stay."""
-    for name in RUN_OUTPUTS:
+def remove_run_outputs(out: Path, task: Task) -> None:
+    """What a run writes into its folder (`RUN_OUTPUTS` and the task's export files), for
+    --overwrite; other files stay."""
+    for name in (*RUN_OUTPUTS, *task.export_files):
         path = out / name
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -165,7 +183,7 @@ def remove_run_outputs(out: Path) -> None:
             path.unlink()
 
 
-def check_run_folder(cfg: TrainConfig) -> None:
+def check_run_folder(cfg: TrainConfig, task: Task) -> None:
     """Refuse, before anything is created, a run that would mix with or lose another's files:
     an `out_dir` holding an earlier run's checkpoints (unless `resume` continues it or `overwrite`
     replaces it), a `resume` with nothing to resume, an export onto the `init` file."""
@@ -181,7 +199,8 @@ def check_run_folder(cfg: TrainConfig) -> None:
         raise InputError(f"--out-dir {out} already holds a run's checkpoints (steps {', '.join(map(str, steps[-3:]))}): "
                          f"pass --resume to continue that run, or --overwrite to replace it")
     if cfg.init and cfg.export:
-        check_output(out / "model.safetensors", "the export (--out-dir)", {"--init": cfg.init})
+        for name in task.export_files:
+            check_output(out / name, "the export (--out-dir)", {"--init": cfg.init})
 
 
 # ----- the run, phase by phase
@@ -206,8 +225,8 @@ class TrainingRun:
 
     def set_up(self) -> None:
         cfg, task, log = self.cfg, self.task, self.log
-        recipe = cfg.recipe
-        self.img_size = tuple(cfg.img_size or task.default_img_size(cfg))
+        recipe = task.recipe
+        self.img_size = task.input_size(cfg)
         self.data = data = task.load_data(cfg, self.img_size)
         self.model = model = task.build_model(cfg, data)
         self.inputs = task.inputs(cfg, data)
@@ -269,7 +288,7 @@ class TrainingRun:
         cfg, out = self.cfg, self.out
         if cfg.overwrite:  # only now: a run refused for another reason keeps the earlier one
             if self.main_process:
-                remove_run_outputs(out)
+                remove_run_outputs(out, self.task)
             if jax.process_count() > 1:  # no process makes its checkpoint folder while process 0 clears it
                 from jax.experimental import multihost_utils
 
@@ -284,8 +303,7 @@ class TrainingRun:
             abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, self.state)
             _drop_closed_loop_callbacks()
             try:
-                restored = manager.restore(manager.latest_step(), args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract), data=ocp.args.JsonRestore()))
+                restored = self.restore_state(abstract)
             except Exception as err:  # orbax's errors name its internals, not the problem
                 step = manager.latest_step()
                 raise InputError(f"cannot resume from {out / 'checkpoints' / str(step)}: it does not hold "
@@ -301,6 +319,34 @@ class TrainingRun:
         if self.main_process:
             config_text = json.dumps(dataclasses.asdict(cfg), indent=1, default=str)
             write_atomic(out / "config.json", lambda f: f.write(config_text.encode()))
+
+    def restore_state(self, abstract: TrainState) -> "Restored":
+        """The latest checkpoint's (state, data), onto `abstract`'s shapes and shardings. A run
+        saved before the train state held the model state (four fields, no `model_state`) is
+        restored as such when the model has none, and continues with an empty one."""
+        import orbax.checkpoint as ocp
+
+        step = self.manager.latest_step()
+
+        def restore(target: Any) -> Restored:
+            both = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target), data=ocp.args.JsonRestore()))
+            return Restored(both.state, both.data)
+
+        try:
+            return restore(abstract)
+        except ValueError:
+            if abstract.model_state:
+                raise
+            legacy = _TrainStateWithoutModelState(abstract.step, abstract.params, abstract.opt_state,
+                                                  abstract.ema_params)
+            try:
+                restored = restore(legacy)
+            except Exception:
+                raise ValueError(f"checkpoint {step} holds neither this run's training state nor an earlier "
+                                 f"version's") from None
+            old = restored.state
+            return Restored(TrainState(old.step, old.params, old.opt_state, old.ema_params, {}), restored.data)
 
     # ----- compile
 
@@ -460,9 +506,11 @@ class TrainingRun:
 def train(cfg: TrainConfig, log: Any = print, task: Optional[Task] = None) -> dict:
     """Run (or resume) a training job; returns the final metrics. `task`: the task's object
     (default: the one `cfg.model` trains with, holding `cfg.recipe`)."""
-    check_run_folder(cfg)
+    task = task or task_for(cfg)
+    cfg = dataclasses.replace(cfg, recipe=task.recipe)  # the recipe the run follows is the task's
+    check_run_folder(cfg, task)
     init_distributed(cfg)
-    run = TrainingRun(cfg, task or task_for(cfg), log)
+    run = TrainingRun(cfg, task, log)
     run.set_up()
     run.restore()
     run.compile()

@@ -78,11 +78,12 @@ def layer_decay_scales(params: Any, family: str, decay: float, backbone: tuple[s
     flat, tree = jax.tree_util.tree_flatten_with_path(params)
     paths = [tuple(str(getattr(p, "key", p)) for p in path) for path, _ in flat]
     inside = [path[:len(backbone)] == tuple(backbone) for path in paths]
+    if not any(inside):  # a task naming the wrong subtree would otherwise turn the decay off silently
+        raise ValueError(f"layer decay: no parameter under the backbone path {'/'.join(backbone)!r}")
     names = {i: canonical_key(path[len(backbone):]) for i, path in enumerate(paths) if inside[i]}
     ids = layer_ids(list(names.values()), family)
-    last = max([*ids.values(), 0]) + (0 if all(inside) else 1)  # outside the backbone: one layer above it
-    head_ids = {i: last for i in range(len(paths)) if not inside[i]}
-    return tree.unflatten([decay ** (last - (ids[names[i]] if inside[i] else head_ids[i])) for i in range(len(paths))])
+    last = max(ids.values()) + (0 if all(inside) else 1)  # outside the backbone: one layer above it
+    return tree.unflatten([decay ** (last - ids[names[i]]) if inside[i] else 1.0 for i in range(len(paths))])
 
 
 def scale_per_parameter(scales: Any) -> optax.GradientTransformation:

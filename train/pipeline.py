@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import hashlib
 import os
 import queue
 import threading
@@ -167,34 +166,53 @@ class LoadExample:
             index, weight = 0, np.float32(0.0)
         rng = np.random.default_rng([plan.seed, 1, step, position]) if plan.train else None
         if isinstance(self.split, ArraySplit):
-            image, _ = self.transform(self.split.images[index], rng)
-            return dict(image=image, label=np.int32(self.split.labels[index]), weight=weight, skipped=np.int32(-1))
+            return self.from_array(index, rng, weight)
         skipped = -1
         for attempt in range(0 if padding else MAX_SKIPS + 1):
             path = self.split.files[index]
             try:
-                img = read_image(path)
+                example = self.read(index)
                 break
             except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, ... on bad files
                 reason = f"{type(err).__name__}: {err}"
                 if self.on_bad_image != "skip" or attempt == MAX_SKIPS:
                     raise BadImageError(path, reason) from None
                 skipped = index if skipped < 0 else skipped
-                if not plan.train:  # evaluation: the slot stays, black and with weight 0
-                    from PIL import Image
-
-                    img, weight = Image.new("RGB", (64, 64)), np.float32(0.0)
+                if not plan.train:  # evaluation: the slot stays, a placeholder with weight 0
+                    example, weight = self.placeholder(index), np.float32(0.0)
                     break
                 index = (index + 1) % len(self.split)  # training: the next file takes the slot
         if padding:
-            from PIL import Image
+            example = self.placeholder(index)
+        element = self.transformed(example, index, rng)
+        element.update(weight=weight, skipped=np.int32(skipped))
+        return element
 
-            img = Image.new("RGB", (64, 64))
-        image, erase = self.transform(img, rng)
-        element = dict(image=image, label=np.int32(self.split.labels[index]), weight=weight, skipped=np.int32(skipped))
+    # What a task's loader overrides (an image with a mask, say); the slot's bookkeeping above
+    # (which example, padding, unreadable files) stays shared.
+
+    def read(self, index: int) -> Any:
+        """Example `index` of a file split, fully decoded (a bad file raises here)."""
+        return read_image(self.split.files[index])
+
+    def placeholder(self, index: int) -> Any:
+        """What stands in a slot with weight 0 (evaluation padding, a skipped evaluation file)."""
+        from PIL import Image
+
+        return Image.new("RGB", (64, 64))
+
+    def transformed(self, example: Any, index: int, rng: Optional[np.random.Generator]) -> dict[str, np.ndarray]:
+        """The element's arrays (all but weight and skipped) from a read example."""
+        image, erase = self.transform(example, rng)
+        element = dict(image=image, label=np.int32(self.split.labels[index]))
         if self.erase_capacity:
             element.update(erase=erase, erase_rng=rng)
         return element
+
+    def from_array(self, index: int, rng: Optional[np.random.Generator], weight: np.float32) -> dict[str, np.ndarray]:
+        """The element of an in-memory split."""
+        image, _ = self.transform(self.split.images[index], rng)
+        return dict(image=image, label=np.int32(self.split.labels[index]), weight=weight, skipped=np.int32(-1))
 
 
 # Set in each grain worker (by `_in_worker`): batches are then built straight in shared memory.
@@ -302,24 +320,18 @@ def host_batches(split: Union[FileSplit, ArraySplit], plan: BatchPlan, transform
     return iter(iterable)
 
 
-def source_fingerprint(split: Union[FileSplit, ArraySplit]) -> str:
-    """A short hash of what a split holds (file names and labels, or array bytes), saved with
-    the iterator state so a resume on other data is refused."""
-    digest = hashlib.sha1()
-    if isinstance(split, FileSplit):  # paths below the data folder: the folder may move
-        root = os.path.commonpath(split.files)
-        for f, label in zip(split.files, split.labels):
-            digest.update(f"{os.path.relpath(f, root)}\0{label}\n".encode())
-    else:
-        digest.update(np.ascontiguousarray(split.images).tobytes())
-        digest.update(np.asarray(split.labels).tobytes())
-    return digest.hexdigest()[:16]
+def source_fingerprint(split: Any) -> str:
+    """A short hash of what a split holds (its `fingerprint()`), saved with the iterator state so
+    a resume on other data is refused."""
+    return split.fingerprint()
 
 
 # ----- ahead of the step, onto the devices
 
-# names of a host batch's arrays -> names of the device batch (train_step, eval_step)
+# names of a host batch's arrays -> names of the device batch (train_step, eval_step); a task's
+# other arrays (a mask, say) keep their names
 DEVICE_NAMES = dict(image="images", label="labels", weight="weights", erase="erase", erase_noise="erase_noise")
+HOST_ONLY = ("skipped",)  # host bookkeeping, never on the devices
 
 
 def to_global(host: dict, sharding: Any) -> dict:
@@ -327,8 +339,8 @@ def to_global(host: dict, sharding: Any) -> dict:
     (`jax.make_array_from_process_local_data`); `skipped` stays behind (host bookkeeping)."""
     import jax
 
-    return {DEVICE_NAMES[k]: jax.make_array_from_process_local_data(sharding, v) for k, v in host.items()
-            if k in DEVICE_NAMES}
+    return {DEVICE_NAMES.get(k, k): jax.make_array_from_process_local_data(sharding, v) for k, v in host.items()
+            if k not in HOST_ONLY}
 
 
 @dataclass

@@ -4,7 +4,8 @@ The loop owns everything every task shares: devices and hosts, the optimizer, th
 and evaluation, checkpoints and resume, logs. A task owns what makes it that task: its data and
 transforms, the model, the loss and its targets, the evaluation sums and what they mean, and the
 export of the trained weights with their PyTorch check. A second task is a second file with a
-`Task` subclass and one line in `TASKS`.
+`Task` subclass, its recipe type, and one entry in `train.config.TASKS` (with `task_name` saying
+which models train with it).
 
 What crosses the seam:
 - *variables*: the model's Flax collections, `{"params": ..., **model_state}`. Non-parameter
@@ -33,8 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 @dataclass(frozen=True)
 class Inputs:
-    """How a run's examples are made: the transforms in the workers (with the example loader
-    that calls them), the normalisation on the device."""
+    """How a run's examples are made: the transforms the workers apply (called by the task's
+    example loader, `Task.example_loader`), and the normalisation on the device."""
 
     train_transform: Any
     test_transform: Any
@@ -84,7 +85,7 @@ def apply_model(model: Any, variables: dict, *args: Any, train: bool, rngs: Opti
         return out, dict(updates)
     if train:
         return model.apply(variables, *args, train=True, rngs=rngs, **kwargs), {}
-    return model.apply(variables, *args, **kwargs), {}
+    return model.apply(variables, *args, train=False, **kwargs), {}
 
 
 class Task:
@@ -94,6 +95,8 @@ class Task:
     name = "task"
     # metrics.csv's columns after epoch, step and train_loss (the task's `metric_row` fills them)
     metric_fields: tuple[str, ...] = ()
+    # the files `export` writes into the run folder (refused over an --init file, removed by --overwrite)
+    export_files: tuple[str, ...] = ()
 
     def __init__(self, recipe: Any):
         self.recipe = recipe
@@ -103,11 +106,13 @@ class Task:
     def load_data(self, cfg: "TrainConfig", img_size: tuple[int, int]) -> "Dataset":
         raise NotImplementedError
 
-    def default_img_size(self, cfg: "TrainConfig") -> tuple[int, int]:
-        """The input size when `--img-size` is not given: the model's."""
+    def input_size(self, cfg: "TrainConfig") -> tuple[int, int]:
+        """The run's input size: `--img-size`, else the model's (an unknown model or option fails
+        here, before any data is read)."""
         import swin_jax
 
-        return tuple(swin_jax.get_config(cfg.model, **cfg.model_args).img_size)
+        config = swin_jax.get_config(cfg.model, **cfg.model_args)
+        return tuple(cfg.img_size or config.img_size)
 
     def build_model(self, cfg: "TrainConfig", data: "Dataset") -> Any:
         raise NotImplementedError
@@ -116,8 +121,10 @@ class Task:
         raise NotImplementedError
 
     def example_loader(self) -> Optional[Callable[..., Any]]:
-        """The grain map function class that turns a slot into an example (None: the pipeline's
-        `LoadExample`, an image and an integer label)."""
+        """The grain map function class that turns a slot into an example: None for the pipeline's
+        `LoadExample` (an image and an integer label), or a subclass of it that overrides `read`,
+        `placeholder`, `transformed` and `from_array` (an image with its mask, say); it is built as
+        `LoadExample(split, plan, transform, start_step, on_bad_image, erase_capacity)`."""
         return None
 
     def variable_shapes(self, model: Any) -> dict:
@@ -157,8 +164,9 @@ class Task:
     # ----- what the sums mean, and the trained weights
 
     def summarize(self, totals: Any) -> dict:
-        """The totals of `eval_sums` over the test split -> the task's numbers (they go into the
-        run's result)."""
+        """The totals of `eval_sums` over the test split -> the task's numbers. They go into the
+        run's result beside the loop's own entries, whose names they must not take: `steps`,
+        `seconds`, `out_dir`, `skipped_images`."""
         raise NotImplementedError
 
     def metric_row(self, summary: dict) -> dict:
@@ -192,15 +200,11 @@ def sum_totals(totals: Any, batch_sums: Any) -> Any:
     return host if totals is None else jax.tree.map(np.add, totals, host)
 
 
-# task name -> "module:class" (imported when a run needs it)
-TASKS = {"classification": "train.classification:ClassificationTask"}
-
-
 def task_for(cfg: "TrainConfig") -> Task:
     """The task that trains `cfg.model`, holding the run's recipe."""
     import importlib
 
-    from train.config import task_name
+    from train.config import TASKS, task_name
 
-    module, _, cls = TASKS[task_name(cfg.model)].partition(":")
+    module, _, cls = TASKS[task_name(cfg.model)][0].partition(":")
     return getattr(importlib.import_module(module), cls)(cfg.recipe)

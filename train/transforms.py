@@ -40,7 +40,7 @@ __all__ = [
     "random_resized_crop_params", "resized_crop", "hflip",
     "color_jitter_params", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue",
     "color_jitter", "RAND_TRANSFORMS", "RAND_INCREASING_TRANSFORMS", "augment_op", "RandAugment",
-    "erasing_box", "erasing_capacity", "erasing_noise", "place_erasing_noise", "apply_erasing", "eval_transform", "normalize", "TrainTransform",
+    "erasing_box", "erasing_capacity", "erasing_noise", "place_erasing_noise", "apply_erasing", "center_crop", "eval_transform", "normalize", "TrainTransform",
 ]
 
 # timm's `_RANDOM_INTERPOLATION`, in its order (the index drawn selects from this tuple).
@@ -413,7 +413,7 @@ class RandAugment:
                    magnitude_max=hparams.get("magnitude_max"), choice_weights=choice_weights, hparams=hparams)
 
     def _default_resample(self) -> int:
-        return int(self.hparams.get("interpolation", Resampling.BICUBIC))
+        return int(self.hparams.get("interpolation", Image.Resampling.BICUBIC))
 
     def draw(self, rng: np.random.Generator) -> list[tuple[str, bool, float, bool, int]]:
         """All random choices for one image, in timm's order: the ops (``np.random.choice``),

@@ -124,7 +124,7 @@ def write_predictions(result: dict, path: str | Path) -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `swin-jax validate` flags."""
     from swin_jax.arguments import NON_NEGATIVE, POSITIVE, number
-    from swin_jax.cli import USE_EMA_HELP
+    from swin_jax.arguments import USE_EMA_HELP
 
     parser.add_argument("model", help="registered model name, e.g. swin_tiny_patch4_window7_224")
     parser.add_argument("--checkpoint", required=True,

@@ -8,7 +8,13 @@ swin_jax, timm, ...), since these machines are noisy.
 Both frameworks run where JAX runs: on a GPU backend timm moves to CUDA, `--dtype bfloat16`
 means autocast (AMP) there and bf16 compute with fp32 parameters in swin_jax, memory is device
 memory, and the MFU is taken against the GPU's measured matmul peak in that dtype. float32
-matmuls run as TF32 on both sides there (XLA:GPU's default; torch is set to match)."""
+matmuls run as TF32 on both sides there (XLA:GPU's default; torch is set to match).
+
+A tool above the library: it times the trainer's step, so it lives beside the trainer, and
+`swin_jax` never imports it (only the `swin-jax bench` command does, when it runs). Importing it
+changes nothing in the process and loads neither the trainer nor timm: those are imported by the
+functions that use them. On a GPU, call `leave_gpu_memory_to_torch()` before JAX starts its
+backend, as the command does."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,13 +30,17 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-# On a GPU, JAX would otherwise take 75% of the card when its backend starts, before timm
-# allocates anything (effective only if this module is imported before JAX starts its backend)
-os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+def leave_gpu_memory_to_torch() -> None:
+    """Stop JAX from preallocating GPU memory (unless XLA_PYTHON_CLIENT_PREALLOCATE is set):
+    on a GPU JAX would otherwise take 75% of the card when its backend starts, before timm
+    allocates anything. Effective only before JAX starts its backend (its first device use), so
+    `swin-jax bench` calls it first, and the memory probe's child process too."""
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 @dataclass
@@ -53,6 +63,15 @@ class Result:
     times_s: list[float] = field(default_factory=list)
     note: str = ""
     xla_buffers: dict = field(default_factory=dict)  # swin_jax: `buffer_sizes` of the compiled program
+
+
+class Measured(NamedTuple):
+    """A measurement and its runner, which runs what was measured once more (untimed: for
+    `run_bench`'s interleaved rounds). The runner holds the model and its buffers: drop it to
+    free them."""
+
+    result: Result
+    run: Callable[[], None]
 
 
 class PeakMemory:
@@ -205,13 +224,16 @@ def trainer_step(model: Any, state: Any, fsdp: bool = False, devices: Optional[i
     import optax
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+    from train.classification import ClassificationTask
+    from train.config import ClassificationRecipe
     from train.data import mix_parameters
     from train.loop import train_step
     from train.sharding import DATA_AXIS, state_shardings
 
     schedule = optax.constant_schedule(1e-4)
     no_mix = mix_parameters(0, 0, model.config.img_size, mixup=0.0, cutmix=0.0, switch_prob=0.5)
-    step = functools.partial(train_step, model=model, tx=bench_optimizer(), schedule=schedule,
+    task = ClassificationTask(ClassificationRecipe(label_smoothing=0.0))  # plain cross-entropy, as timm's side
+    step = functools.partial(train_step, task=task, model=model, tx=bench_optimizer(), schedule=schedule,
                              key=jax.random.PRNGKey(0), ema_decay=0.0, accum_steps=1)
     if not fsdp and devices is None:
         return jax.jit(lambda s, b, m: step(s, b, m)[0], donate_argnums=0), no_mix, None
@@ -331,7 +353,9 @@ def head_for_training(name: str, train: bool) -> dict[str, int]:
 
 def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool,
               repeats: int, compiler_options: Optional[dict[str, str]] = None, remat: str = "none",
-              fsdp: bool = False) -> Result:
+              fsdp: bool = False) -> Measured:
+    """swin_jax's forward pass (or the trainer's train step) for `name`, compiled, warmed up and
+    timed `repeats` times."""
     import jax
     import jax.numpy as jnp
 
@@ -385,16 +409,17 @@ def bench_jax(name: str, batch: int, img_size: tuple[int, int], dtype: str, trai
     run()  # warm-up
     result.times_s = _timed(run, repeats)
     mem.stop()
-    result.runner = run  # for run_bench's interleaved rounds; not a field, so not in the JSON
     # JAX's device peak counter cannot be reset, so in-process the GPU figure is the program's
     # own buffers; `memory_probe` reads the device peak in a fresh process
     result.peak_mem_mib = xla_mib if on_gpu else mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
-    return result
+    return Measured(result, run)
 
 
 def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, train: bool, repeats: int,
-               compile: bool) -> Result:
+               compile: bool) -> Measured:
+    """timm's forward pass (or an AdamW train step) for `name`, eager or under torch.compile,
+    warmed up and timed `repeats` times."""
     os.environ.setdefault("TIMM_FUSED_ATTN", "1")  # timm's fastest default path
     import timm
     import torch
@@ -441,10 +466,9 @@ def bench_timm(name: str, batch: int, img_size: tuple[int, int], dtype: str, tra
     run()
     result.times_s = _timed(run, repeats)
     mem.stop()
-    result.runner = run
     result.peak_mem_mib = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" else mem.mib
     result.img_per_s = batch / statistics.median(result.times_s)
-    return result
+    return Measured(result, run)
 
 
 def _rss_bytes() -> int:
@@ -470,7 +494,7 @@ def memory_probe(spec: dict) -> float:
         if on_gpu:
             return (jax_device.memory_stats()["peak_bytes_in_use"] - base) / 2**20
     else:
-        result = bench_timm(*args, compile=spec["framework"] == "timm compile")
+        result = bench_timm(*args, compile=spec["framework"] == "timm compile").result
         if on_gpu:
             return result.peak_mem_mib
     return (_peak_rss_bytes() - base) / 2**20
@@ -491,8 +515,10 @@ def _peak_rss_bytes() -> int:
 
 def isolated_peak_mib(spec: dict) -> float:
     """`memory_probe` in a child process: a clean peak for one framework, unaffected by memory
-    that earlier measurements freed inside the benchmarking process."""
-    code = "import json, sys, swin_jax.bench as b; print(b.memory_probe(json.loads(sys.argv[1])))"
+    that earlier measurements freed inside the benchmarking process (JAX's GPU memory left to
+    torch there, as by `swin-jax bench`)."""
+    code = ("import json, sys, train.bench as b; b.leave_gpu_memory_to_torch(); "
+            "print(b.memory_probe(json.loads(sys.argv[1])))")
     out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
@@ -508,7 +534,8 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
     `plain_xla`), updated by `compiler_options` (e.g. {"xla_cpu_experimental_ynn_fusion_type": ...}).
     `remat` is the swin_jax models' activation remat (`swin_jax.configs.REMAT_CHOICES`); timm
     runs without gradient checkpointing. `fsdp` runs swin_jax's train step as `python -m train --fsdp`
-    does, over every device with the state sharded (its XLA buffers are per device)."""
+    does, over every device with the state sharded (its XLA buffers are per device). On a GPU,
+    call `leave_gpu_memory_to_torch()` first, before JAX starts its backend."""
     import jax
     import timm
     import torch
@@ -532,16 +559,17 @@ def run_bench(models: Sequence[str], batch: int, img_size: Optional[tuple[int, i
                     lambda: bench_timm(name, batch, size, dtype, train, 1, False)]
             if torch_compile:
                 runs.append(lambda: bench_timm(name, batch, size, dtype, train, 1, True))
-            measured = []
+            done: list[Measured] = []
             for fn in runs:  # set up, warm up and time once each, then time them interleaved
                 try:
-                    measured.append(fn())
+                    done.append(fn())
                 except Exception as err:  # e.g. torch.compile without a working toolchain
                     failures.append(f"{name} {mode}: {type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
                     log(f"  {name} {mode}: a measurement failed: {type(err).__name__}: {str(err)[:200]}")
-            for r, times in zip(measured, interleaved_times([r.runner for r in measured], repeats)):
+            measured = [m.result for m in done]
+            for r, times in zip(measured, interleaved_times([m.run for m in done], repeats)):
                 r.times_s, r.img_per_s = times, batch / statistics.median(times)
-                del r.runner  # let the model and its buffers go
+            del done  # the runners: let the models and their buffers go
             if memory:
                 for r in measured:
                     spec = {"model": name, "framework": r.framework, "mode": mode, "batch": batch,
