@@ -1,6 +1,9 @@
 """The `swin-jax parity` command, and what imports what."""
 
 import dataclasses
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -419,3 +422,22 @@ def test_trim_host_memory_returns_freed_heap_pages():
     after = rss()
     assert before - after > 60, (before, after)
     assert len(blocks) == 1600 and blocks[-1][:1] == b"\x01"  # the live blocks are untouched
+
+
+def test_the_wheel_ships_the_data_files_and_the_tools(tmp_path):
+    """A (non-editable) wheel holds what the package reads at run time besides its code: the
+    pretrained tags, the class names, and the trainer and benchmarks `swin-jax` runs."""
+    import zipfile
+
+    source = tmp_path / "src"  # a copy: building writes build/ and egg-info next to the sources
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "*.egg-info", "build", "runs",
+                                                                "__pycache__", ".pytest_cache"))
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                             str(tmp_path / "wheel"), str(source)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (wheel,) = (tmp_path / "wheel").glob("swin_jax-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"swin_jax/configs/pretrained_tags.tsv", "swin_jax/layouts/engine.py", "train/bench.py",
+            "train/classification.py", "swin_torch_ref/__init__.py"} <= names
+    assert any(n.startswith("swin_jax/data/") and n.endswith(".tsv.gz") for n in names)
+    assert not any(n.startswith("parity_tests/") for n in names)
