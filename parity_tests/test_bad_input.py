@@ -180,13 +180,21 @@ def test_a_signal_during_convert_leaves_nothing_behind(swin_b_file, tmp_path, si
     and no temporary file left (the signal is sent once the temporary file exists)."""
     out = tmp_path / "out" / "swin_b.msgpack"
     out.parent.mkdir()
-    proc = run_cli("swin-jax", "convert", swin_b_file, out, "--model", "swin_base_patch4_window7_224", wait=False)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None and not list(out.parent.glob(".*.tmp")):
-        time.sleep(0.002)
-    assert proc.poll() is None, proc.stdout.read()  # still writing
-    proc.send_signal(signum)
-    text = proc.communicate(timeout=120)[0]
+    for attempt in range(5):
+        proc = run_cli("swin-jax", "convert", swin_b_file, out, "--model", "swin_base_patch4_window7_224", wait=False)
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and not list(out.parent.glob(".*.tmp")):
+            time.sleep(0.002)
+        assert proc.poll() is None, proc.stdout.read()  # still writing
+        proc.send_signal(signum)
+        text = proc.communicate(timeout=120)[0]
+        # On a loaded machine this process may be descheduled until the write has finished: the
+        # signal then comes after the work, which the command rightly ignores (exit 0, the output
+        # whole). That says nothing about a signal during the write; send it again on a new run.
+        if proc.returncode == 0 and out.exists() and "wrote " in text:
+            out.unlink()
+            continue
+        break
     assert proc.returncode == status, text
     assert f"swin-jax convert: {word}" in text and "Traceback" not in text, text
     assert list(out.parent.iterdir()) == []  # neither the output nor its temporary file

@@ -12,12 +12,10 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from swin_jax.checkpoint_io import EMA_WEIGHT_SETS, read_checkpoint
-from swin_jax.configs import MODEL_CONFIGS, SwinConfig, SwinV2Config, VitConfig
+from swin_jax.configs import CONFIG_TYPES, MODEL_CONFIGS, VitConfig
 from swin_jax.layouts import (FAMILY_NAMES, FOLDS, LAYOUTS, TRANSFORMS, detect_family, detect_layout, take_part,
                               to_numpy)
 from swin_jax.arguments import InputError
-
-CONFIG_CLASSES = {"swin": SwinConfig, "swinv2": SwinV2Config, "vit": VitConfig}
 
 
 @dataclass
@@ -273,7 +271,7 @@ def _compared(family: str, key: str, value: Any, config: dict[str, Any]) -> Any:
 def _matches(family: str, config: dict[str, Any]) -> list[str]:
     """Registered models of the family with the checkpoint's architecture; fields the file does
     not record (a V2 file's window) are left out of the comparison."""
-    config_cls = CONFIG_CLASSES[family]
+    config_cls = CONFIG_TYPES[family]
     # a ViT's options are left out of `config` at their defaults, and compared at them
     compared = [k for k in ARCHITECTURE[family] if k in config or family == "vit"]
     out = []

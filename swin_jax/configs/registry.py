@@ -31,6 +31,8 @@ MODEL_CONFIGS: dict[str, tuple[type, dict[str, Any]]] = {
     name: entry for models, _ in _FAMILIES for name, entry in models.items()}
 # config class -> "module:attribute" of the Flax module built from it
 FLAX_MODULES: dict[type, str] = {config_cls: path for _, modules in _FAMILIES for config_cls, path in modules.items()}
+# family name ("swin", "swinv2", "vit") -> its config class
+CONFIG_TYPES: dict[str, type] = {config_cls.family: config_cls for config_cls in FLAX_MODULES}
 
 
 def list_models(pattern: str = "*") -> list[str]:
